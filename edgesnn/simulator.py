@@ -128,7 +128,7 @@ class Simulator:
             inp = np.ascontiguousarray(inp)
         status = kn.step(*self._args, self.vs, self.ist, inp)
         if status != K.OK:
-            self._raise_bad_input(inp, self.steps)
+            self._raise_bad_input(inp, f"step {self.steps}; the step was not applied")
         self.steps += 1
         return self.spikes(-1)
 
@@ -149,7 +149,7 @@ class Simulator:
                                     rec_spk, rec_vs)
         self.steps += int(done)
         if status != K.OK:
-            self._raise_bad_input(ev.step(done), self.steps)
+            self._raise_bad_input(ev.step(done), f"step {done} of the run (steps before it were applied)")
         return Record(out_spk, out_v, rec_spk if record != "output" else None,
                       rec_vs if record == "all" else None)
 
@@ -175,7 +175,7 @@ class Simulator:
         bad = np.flatnonzero(status != K.OK)
         if bad.size:
             b = int(bad[0])
-            self._raise_bad_input(samples[b].idx, None, f"sample {b}: ")
+            self._raise_bad_input(samples[b].idx, f"sample {b} of the batch")
         return out_spk, (out_v if record_v else None)
 
     # ------------------------------------------------------------ errors
@@ -186,10 +186,9 @@ class Simulator:
             raise InputError(f"step {t} carries {int(counts.max())} input events; at most "
                              f"{MAX_EVENTS_PER_STEP} fit one step: use a shorter dt or subsample")
 
-    def _raise_bad_input(self, idx, step, prefix=""):
+    def _raise_bad_input(self, idx, where):
         idx = np.asarray(idx)
         bad = idx[(idx < 0) | (idx >= self.n_inputs)]
-        where = f" at step {step}" if step is not None else ""
-        raise InputError(f"{prefix}input index {int(bad[0]) if bad.size else '?'}{where} is outside the "
-                         f"network's {self.n_inputs} inputs (0..{self.n_inputs - 1}); check the input "
-                         f"shape or the downsampling; the step was not applied")
+        raise InputError(f"input index {int(bad[0]) if bad.size else '?'} is outside the network's "
+                         f"{self.n_inputs} inputs (0..{self.n_inputs - 1}) at {where}; check the input "
+                         f"shape or the downsampling")
