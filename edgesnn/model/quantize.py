@@ -17,7 +17,7 @@ from .spec import Conv2d, Dense, Flatten, Network, Recurrent, SumPool2d
 
 QMAX = {8: 127, 16: 32767}
 PLASTIC_HEADROOM_BITS = 1  # plastic layers leave weights room to double through learning
-MAX_SHIFT = 30
+MAX_SHIFT = 62             # |shift| bound: 2^shift stays exact in a float64 and in an int64
 
 
 @dataclass(eq=False)
@@ -109,11 +109,15 @@ def quantize_layer(layer, dt: float, index: int, shift: int | None = None) -> La
     if isinstance(layer, Flatten):
         return None
     bits = 16 if layer.plastic else 8
+    n = layer.neuron
     if shift is None:
         shift = weight_shift(_max_abs(layer), bits, PLASTIC_HEADROOM_BITS if layer.plastic else 0)
-        if layer.neuron.spiking:  # keep the threshold at a usable resolution for an all-tiny layer
-            shift = min(shift, MAX_SHIFT - max(0, math.ceil(math.log2(layer.neuron.threshold + 1e-30))))
-    shift = int(min(shift, MAX_SHIFT))
+        if n.spiking:  # the threshold must fit int32 too, with a bit to spare for adaptation
+            shift = min(shift, math.floor(math.log2(INT32_MAX / n.threshold)) - 1)
+    shift = int(shift)
+    if abs(shift) > MAX_SHIFT:
+        raise ModelError(f"layer {index}: weight scale 2^{shift} is out of range (|shift| <= {MAX_SHIFT}); "
+                         f"the weights are all (nearly) zero or huge: rescale them")
     scale = 2.0 ** shift
     qmax = QMAX[bits]
     dtype = np.int8 if bits == 8 else np.int16
@@ -121,11 +125,14 @@ def quantize_layer(layer, dt: float, index: int, shift: int | None = None) -> La
     def q(w):
         return np.clip(round_half_away(w * scale), -qmax, qmax).astype(dtype)
 
-    n = layer.neuron
     theta = int(round_half_away(n.threshold * scale)) if n.spiking else 0
     if n.spiking and not 1 <= theta <= INT32_MAX:
         raise ModelError(f"layer {index}: threshold {n.threshold} at weight scale 2^{shift} gives "
                          f"{theta}, outside 1..{INT32_MAX}; rescale the weights or the threshold")
+    max_w = _max_abs(layer)
+    if max_w > 0 and round_half_away(min(max_w * scale, qmax)) == 0:
+        raise ModelError(f"layer {index}: the weights (largest {max_w:g}) vanish at scale 2^{shift}, which "
+                         f"the threshold {n.threshold} limits; scale weights and threshold up together")
     betas = n.betas(dt)
     form = n.decay_form
     return LayerQ(
