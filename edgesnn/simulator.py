@@ -132,6 +132,18 @@ class Simulator:
         self.steps += 1
         return self.spikes(-1)
 
+    def step_dense(self, x) -> np.ndarray:
+        """Advance one step from a dense vector of event counts per input (booleans count 0 or 1)."""
+        x = np.asarray(x).reshape(-1)
+        if x.size != self.n_inputs:
+            raise InputError(f"a dense step needs {self.n_inputs} values (one per input), got {x.size}")
+        if x.dtype == np.bool_:
+            return self.step(np.flatnonzero(x).astype(np.int32))
+        counts = x.astype(np.int64)
+        if counts.min(initial=0) < 0:
+            raise InputError("dense input holds negative event counts")
+        return self.step(np.repeat(np.arange(self.n_inputs, dtype=np.int32), counts))
+
     def run(self, events, record: str = "output") -> Record:
         """Run every step of ``events`` (an Events, or a dense (T, ...) count array) from the current
         state. ``record``: 'output' (output spikes and membrane), 'spikes' (+ every layer's spikes) or

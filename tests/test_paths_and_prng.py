@@ -34,6 +34,19 @@ def test_stream_fused_batch_identical(seed, fixed):
         assert np.array_equal(v[b], fused[b].out_v)
 
 
+def test_dense_step_equals_index_step():
+    net = random_network(2, conv=True)
+    steps = random_events(2, net.n_inputs, 20)
+    a, b = Simulator.fixed(quantize(net)), Simulator.fixed(quantize(net))
+    dense = Events.from_lists(steps).to_dense(net.n_inputs)
+    for t, idx in enumerate(steps):
+        assert a.step(idx).tolist() == b.step_dense(dense[t]).tolist()
+        assert np.array_equal(a.vs, b.vs)
+    assert b.step_dense(np.ones(net.n_inputs, bool)).tolist() == a.step(np.arange(net.n_inputs)).tolist()
+    with pytest.raises(InputError, match=f"needs {net.n_inputs} values"):
+        b.step_dense(np.ones(3))
+
+
 def test_run_continues_from_current_state():
     net = random_network(3)
     ev = Events.from_lists(random_events(3, net.n_inputs, 40))
