@@ -87,3 +87,28 @@ def test_calibration_recovers_resolution_lost_to_an_outlier():
     before = spike_count_agreement(plain, data)[0]
     after = spike_count_agreement(calibrated, data)[0]
     assert after > before + 0.1, (before, after)
+
+
+def test_dequantized_twin_is_the_integer_form_exactly():
+    """Quantizing the dequantized network gives back the same integers: thresholds, adaptation, decays."""
+    from netgen import random_network
+    for seed in range(10):
+        model = quantize(random_network(seed))
+        again = quantize(model.dequantized())
+        for q, r in zip(model.layers, again.layers):
+            if q is None:
+                continue
+            assert (q.shift, q.theta, q.a_inc, q.dv, q.di, q.da, q.ref_steps, q.pool_weight) == \
+                (r.shift, r.theta, r.a_inc, r.dv, r.di, r.da, r.ref_steps, r.pool_weight)
+            if q.weight is not None:
+                assert np.array_equal(q.weight, r.weight)
+
+
+def test_refractory_steps_of_the_integer_form_are_what_runs():
+    from edgesnn.simulator import Simulator
+    net = Network((1,), [Dense(np.full((1, 1), 2.0), Neuron("if", threshold=1.0, refractory=0.0))])
+    model = quantize(net)
+    model.layers[0].ref_steps = 3
+    sim = Simulator.fixed(model)
+    fired = [len(sim.step([0])) for _ in range(8)]
+    assert fired == [1, 0, 0, 0, 1, 0, 0, 0]

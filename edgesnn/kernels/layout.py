@@ -3,7 +3,7 @@
 A program is
   ltab  int64[L, NL]   one row per layer: kinds, sizes, offsets into the pools below
   ptab  num[L, NP]     one row per layer: decay constants, threshold, adaptation step, pool weight
-                       (int64 in fixed point, float64 in the float twin)
+                       (int64 in fixed point, float32 in the float twin)
   wa    weight pool 0  int8 (fixed) or float32 (float)
   wb    weight pool 1  int16 (fixed, plastic layers) or an empty float32 array
 and its state is

@@ -95,7 +95,7 @@ def _build(net: Network, qlayers, fixed: bool) -> Program:
         neuron = layer.neuron
         row[K.L_NEURON] = K.NEURON_CODES[neuron.kind]
         row[K.L_RESET] = K.RESET_SUBTRACT if neuron.reset == "subtract" else K.RESET_ZERO
-        row[K.L_REF_STEPS] = neuron.refractory_steps(net.dt)
+        row[K.L_REF_STEPS] = q.ref_steps if fixed else neuron.refractory_steps(net.dt)
         row[K.L_DECAY_FORM] = FORM_MULTIPLY if neuron.decay_form == "multiply" or not fixed else FORM_SHIFT
         row[K.L_V_OFF] = n_vs
         n_vs += n_out

@@ -7,13 +7,13 @@ adds to the membrane with no rescaling. docs/numerics.md states the mapping and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..errors import ModelError
 from ..kernels.arith import DECAY_ONE, INT32_MAX
-from .spec import Conv2d, Dense, Flatten, Network, Recurrent, SumPool2d
+from .spec import Conv2d, Flatten, Network, Recurrent, SumPool2d, tau_of
 
 QMAX = {8: 127, 16: 32767}
 PLASTIC_HEADROOM_BITS = 1  # plastic layers leave weights room to double through learning
@@ -45,23 +45,36 @@ class FixedModel:
     layers: list  # LayerQ or None, one per network layer
 
     def dequantized(self) -> Network:
-        """The float network whose weights are exactly the integer weights times 2^-shift."""
+        """The float network that is this integer form exactly: weights, threshold and adaptation step
+        are the integers times 2^-shift, decays are the integer decays' effective factors."""
         out = []
         for layer, q in zip(self.network.layers, self.layers):
             if q is None:
                 out.append(layer)
                 continue
             scale = 2.0 ** -q.shift
-            kw = dict(neuron=layer.neuron)
+            n = layer.neuron
+            dt = self.network.dt
+
+            def tau(d, form=n.decay_form):
+                beta = effective_beta(d, form)
+                return tau_of(beta, dt) if beta > 0 else 1e-30
+            neuron = replace(
+                n, threshold=q.theta * scale if n.spiking else n.threshold,
+                adapt_step=q.a_inc * scale if n.kind == "alif" else n.adapt_step,
+                tau_mem=tau(q.dv) if n.leaks else n.tau_mem,
+                tau_syn=tau(q.di) if n.kind == "cuba" else n.tau_syn,
+                tau_adapt=tau(q.da) if n.kind == "alif" else n.tau_adapt,
+                refractory=q.ref_steps * dt)
             if isinstance(layer, SumPool2d):
-                out.append(SumPool2d(layer.kernel, layer.stride, q.pool_weight * scale, layer.neuron))
+                out.append(SumPool2d(layer.kernel, layer.stride, q.pool_weight * scale, neuron))
                 continue
-            kw["weight"] = q.weight.astype(np.float32) * np.float32(scale)
+            kw = dict(neuron=neuron, plastic=layer.plastic, weight=q.weight.astype(np.float32) * np.float32(scale))
             if isinstance(layer, Recurrent):
                 kw["weight_rec"] = q.weight_rec.astype(np.float32) * np.float32(scale)
             if isinstance(layer, Conv2d):
                 kw.update(stride=layer.stride, padding=layer.padding)
-            out.append(type(layer)(plastic=layer.plastic, **kw))
+            out.append(type(layer)(**kw))
         return self.network.with_layers(out)
 
 
