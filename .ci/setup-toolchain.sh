@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian packages the C runtime, the firmware builds and the emulated boards need:
+# host gcc, the ARM cross toolchain with newlib, and QEMU for Cortex-M boards. Needs root (or sudo).
+set -euo pipefail
+packages=(gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-system-arm)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "toolchain: all of ${packages[*]} installed"
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "toolchain: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+arm-none-eabi-gcc --version | head -1
+qemu-system-arm --version | head -1
