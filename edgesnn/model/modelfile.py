@@ -483,7 +483,7 @@ def _quant(d, neuron: Neuron, where) -> dict:
     for k in ("dv", "di", "da"):
         q[k] = _intf(d[k], f"{k} ({neuron.decay_form}-form decay constant)", where, 0, hi)
     q["ref_steps"] = _intf(d["ref_steps"], "ref_steps", where, 0, INT32_MAX)
-    q["pool_weight"] = _intf(d["pool_weight"], "pool_weight", where, -INT32_MAX, INT32_MAX)
+    q["pool_weight"] = _intf(d["pool_weight"], "pool_weight", where, -QMAX[16], QMAX[16])
     return q
 
 

@@ -52,6 +52,12 @@ def _in_major(layer, w):
     return np.ascontiguousarray(w.T)
 
 
+def _as_chw(shape):
+    """Any shape as (c, h, w): leading sizes fold into c, missing ones are 1 (used by conv and pool)."""
+    shape = (1, 1, 1) + tuple(int(x) for x in shape)
+    return (int(np.prod(shape[:-2])),) + shape[-2:]
+
+
 def _fan_in(layer, n_in):
     if isinstance(layer, Conv2d):
         return int(np.prod(layer.weight.shape[1:]))
@@ -78,8 +84,7 @@ def _build(net: Network, qlayers, fixed: bool) -> Program:
 
     for l, layer in enumerate(net.layers):
         in_shape, out_shape = shapes[l], shapes[l + 1]
-        in3 = (1, 1) + tuple(in_shape) if len(in_shape) == 1 else tuple(in_shape)
-        out3 = (1, 1) + tuple(out_shape) if len(out_shape) == 1 else tuple(out_shape)
+        in3, out3 = _as_chw(in_shape), _as_chw(out_shape)
         row = ltab[l]
         n_in, n_out = int(np.prod(in_shape)), int(np.prod(out_shape))
         row[K.L_KIND] = K.LAYER_CODES[layer_kind(layer)]

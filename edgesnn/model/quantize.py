@@ -152,7 +152,8 @@ def quantize_layer(layer, dt: float, index: int, shift: int | None = None) -> La
         shift=shift, bits=bits,
         weight=None if isinstance(layer, SumPool2d) else q(layer.weight),
         weight_rec=q(layer.weight_rec) if isinstance(layer, Recurrent) else None,
-        pool_weight=int(round_half_away(layer.weight * scale)) if isinstance(layer, SumPool2d) else 0,
+        pool_weight=int(np.clip(round_half_away(layer.weight * scale), -QMAX[16], QMAX[16]))
+        if isinstance(layer, SumPool2d) else 0,
         theta=theta,
         a_inc=int(min(INT32_MAX, round_half_away(n.adapt_step * scale))) if n.kind == "alif" else 0,
         dv=decay_constant(betas["v"], form),
