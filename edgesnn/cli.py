@@ -74,6 +74,78 @@ def cmd_bench(args):
         emit(args, results, kernels.format_table(results))
 
 
+# ---------------------------------------------------------------- firmware (firmware_gen, docs/devices.md)
+
+def cmd_devices(args):
+    from firmware_gen import profiles
+
+    profs = profiles.all_profiles()
+    rows = [p.summary() for p in profs]
+    lines = [f"{'profile':<20} {'core':<14} {'FPU':<12} {'clock':>8} {'flash':>9} {'RAM':>9}  {'UART':<13} runs here"]
+    for p in profs:
+        lines.append(f"{p.name:<20} {p.core:<14} {p.fpu:<12} {p.clock_hz / 1e6:>5.0f} MHz {p.flash_size // 1024:>6} KiB "
+                     f"{p.ram_size // 1024:>5} KiB  {p.uart['kind']:<13} "
+                     f"{'QEMU ' + p.qemu['machine'] if p.qemu else 'no (build only; flash: ' + p.flash_method['method'] + ')'}")
+    emit(args, {"devices": rows}, "\n".join(lines))
+
+
+def cmd_export(args):
+    from firmware_gen import export, profiles
+    from .model import modelfile
+
+    if args.target != "c":
+        raise EdgeSNNError(f"--target {args.target!r}: only 'c' (a C99 firmware project) exists")
+    prof = profiles.load(args.device)
+    model = modelfile.load(args.model)
+    res = export.export_project(model, prof, args.out, mode=args.mode)
+    emit(args, res, f"wrote {args.out}: {args.mode} firmware of {model.network.name!r} for {prof.name} "
+                    f"({len(res['files'])} files); build it with `edgesnn build {args.out}` or `make -C {args.out}`")
+
+
+def cmd_build(args):
+    from firmware_gen import build
+
+    rep = build.build_project(args.dir, clean=args.clean)
+    text = (f"{rep['profile']}: flash {rep['flash_bytes']:,} of {rep['flash_limit']:,} bytes "
+            f"({100 * rep['flash_bytes'] / rep['flash_limit']:.1f} %), RAM {rep['ram_bytes']:,} of "
+            f"{rep['ram_limit']:,} bytes ({100 * rep['ram_bytes'] / rep['ram_limit']:.1f} %, with a "
+            f"{rep['stack_bytes']:,}-byte stack): {'fits' if rep['fits'] else 'DOES NOT FIT'}\n  {rep['elf']}")
+    if rep["fits"] or args.json:
+        emit(args, rep, text)
+    build.check_fits(rep)
+
+
+def cmd_verify(args):
+    from firmware_gen import profiles, verify
+    from .model import modelfile
+
+    if args.port:
+        raise EdgeSNNError(f"--port {args.port}: verifying a real board over a serial port needs the device "
+                           f"link, which does not exist yet; verify runs on emulated boards "
+                           f"(`edgesnn devices` marks them)")
+    prof = profiles.load(args.device)
+    model = modelfile.load(args.model)
+    events, what = verify.load_input(args.input, model, args.steps)
+    say = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    res = verify.verify(model, prof, events, work_dir=args.keep, timeout=args.timeout, progress=say)
+    res["input"] = what
+    res_out = dict(res)
+    if not args.per_step:
+        res_out["instructions"] = {k: v for k, v in res["instructions"].items() if k != "per_step"}
+    ins = res["instructions"]
+    m = res["first_mismatch"]
+    text = [f"{prof.name}: {what}",
+            "identical: every layer's spikes and every v, i, a at every step" if res["identical"] else
+            f"DIFFERENT: first at step {m['step']}, layer {m['layer']}, neuron {m['neuron']} ({m['what']}): "
+            f"emulator {m['emulator']}, device {m['device']}",
+            f"instructions per step: mean {ins['mean']:,.0f}, min {ins['min']:,.0f}, max {ins['max']:,.0f} "
+            f"(QEMU -icount, resolution {ins['resolution']:g}; calibration loop ratio "
+            f"{res['icount_check']['ratio']:.4f})" if ins["mean"] is not None else "no steps run",
+            f"flash {res['flash_bytes']:,} B, RAM {res['ram_bytes']:,} B (verify build, input included)"]
+    emit(args, res_out, "\n".join(text))
+    return 0 if res["identical"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgesnn", description="Spiking neural networks in real time at the edge.")
     p.add_argument("--version", action="version", version=f"edgesnn {__version__}")
@@ -102,20 +174,57 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="fewer steps (a smoke run, not a measurement)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("devices", help="list the board profiles (devices/*.toml)")
+    d.add_argument("--json", action="store_true", help="print a JSON object")
+    d.set_defaults(func=cmd_devices)
+
+    e = sub.add_parser("export", help="write a self-contained firmware project (C99, board glue, Makefile)")
+    e.add_argument("model", metavar="MODEL")
+    e.add_argument("--target", default="c", help="c: a C99 project for arm-none-eabi-gcc (the only target)")
+    e.add_argument("--device", required=True, metavar="PROFILE", help="board profile (`edgesnn devices`)")
+    e.add_argument("--out", required=True, metavar="DIR", help="project directory to write")
+    e.add_argument("--mode", choices=["app"], default="app",
+                   help="app: the model driven over the UART (verify builds come from `edgesnn verify`)")
+    e.add_argument("--json", action="store_true", help="print a JSON object")
+    e.set_defaults(func=cmd_export)
+
+    bd = sub.add_parser("build", help="build an exported project with the cross toolchain; flash and RAM use")
+    bd.add_argument("dir", metavar="DIR")
+    bd.add_argument("--clean", action="store_true", help="rebuild everything")
+    bd.add_argument("--json", action="store_true", help="print a JSON object")
+    bd.set_defaults(func=cmd_build)
+
+    v = sub.add_parser("verify", help="run a model on a board and on the emulator; compare every step")
+    v.add_argument("model", metavar="MODEL")
+    v.add_argument("--device", required=True, metavar="PROFILE", help="an emulated board profile")
+    v.add_argument("--input", required=True, metavar="SRC",
+                   help="random:RATE (Bernoulli, model seed), PATH.bs2[:WxH] (DVS events), empty or all")
+    v.add_argument("--steps", type=int, default=None,
+                   help="steps to run (default: 100 for random/empty/all, the whole recording for .bs2)")
+    v.add_argument("--port", default=None, help="a real board's serial port (not supported yet)")
+    v.add_argument("--keep", default=None, metavar="DIR", help="keep the verify project in DIR (reused)")
+    v.add_argument("--timeout", type=float, default=600, help="seconds QEMU may run (default 600)")
+    v.add_argument("--per-step", action="store_true", help="include every step's instruction count (--json)")
+    v.add_argument("--json", action="store_true", help="print a JSON object")
+    v.set_defaults(func=cmd_verify)
+
+    from .streams.commands import add_verbs as add_stream_verbs  # run, replay, demo
+    add_stream_verbs(sub)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
     except EdgeSNNError as e:
         print(f"edgesnn {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:
         print(f"edgesnn {args.verb}: error: {e.strerror}: {e.filename}", file=sys.stderr)
         return 2
-    return 0
+    return int(rc or 0)
 
 
 if __name__ == "__main__":

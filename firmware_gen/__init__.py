@@ -7,4 +7,15 @@
     hostlib.py      build the C for the host (shared library or sanitizer driver) and run it from Python
     status.py       the runtime's status codes
     host/           host-only C: the record loop used by hostlib, the sanitizer test driver
+
+Board support (docs/devices.md):
+
+    profiles.py     board profiles (devices/*.toml): core, FPU, clock, memories, UART, init sequence, QEMU
+    export.py       a self-contained firmware project for a profile (board glue, linker script, Makefile)
+    build.py        make with arm-none-eabi-gcc; flash and RAM against the board, refusal with advice
+    qemu.py         run firmware on an emulated board (file or socket UART, semihosting exit, -icount)
+    verify.py       the device and the emulator on the same input, compared step by step; .bs2 input
+    rawlink.py      host side of the application firmware's provisional UART frames
+    boot2.py        the RP2040 second-stage boot loader image; uf2.py: UF2 images
+    boards/         C board glue: start-up, UART drivers, ring buffer, the app and verify main loops
 """

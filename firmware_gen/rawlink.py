@@ -8,7 +8,6 @@ payload). See board/app_main.c for the commands.
 from __future__ import annotations
 
 import struct
-import time
 
 from edgesnn.errors import EdgeSNNError
 
@@ -90,6 +89,3 @@ class RawLink:
         out = list(struct.unpack_from(f"<{count}H", p, 10))
         return status, ticks, out
 
-
-def wait(seconds: float):
-    time.sleep(seconds)

@@ -1,15 +1,17 @@
 /*
  * Verify firmware (edgesnn verify): runs the model on input events embedded in flash (verify_data.c)
- * and streams, for every step, every layer's spikes and a hash of every layer's numeric state (or the
- * whole state, for the steps the build asks for) over the UART; then leaves QEMU through semihosting.
+ * and streams, for every step, a hash of every layer's spike list and numeric state (or the spike lists
+ * and the whole state, for the steps the build asks for) over the UART; then leaves QEMU through
+ * semihosting. Hashes keep the stream small: the emulated UART moves a byte per trap into QEMU.
  * The host (firmware_gen/verify.py) runs the emulator on the same events and compares.
  *
  * Stream: little-endian 32-bit words. Every record ends with an FNV-1a hash of its words.
  *   header: 'ESNV' version n_layers n_vs n_steps flags dump_from dump_to init_status calib_iters
  *           calib_ticks clock_hz hash[8] (the model's SHA-256) | fnv
- *   step:   'STEP' t status ticks, per layer: count and the spike indices (two uint16 per word when
- *           flags & 1, else one per word, the last word zero-padded), per layer: FNV-1a of its v, i, a
- *           words, [n_vs state words when dump_from <= t < dump_to] | fnv
+ *   step:   'STEP' t status ticks full, per layer: count and either (full) the spike indices (two
+ *           uint16 per word when flags & 1, else one per word, the last word zero-padded) or the FNV-1a
+ *           of the spike list's int32 words, then per layer: FNV-1a of its v, i, a words, then (full)
+ *           the n_vs state words | fnv.  full = 1 for the steps dump_from <= t < dump_to.
  *   end:    'DONE' steps_run last_status rx_dropped | fnv
  * ticks: SysTick ticks spent in esnn_step (at the core clock; under QEMU -icount, instructions).
  */
@@ -29,6 +31,9 @@ static int32_t state_mem[ESNN_MODEL_STATE_WORDS];
 static esnn_state_t state;
 static int32_t events[VERIFY_MAX_STEP_EVENTS > 0u ? VERIFY_MAX_STEP_EVENTS : 1u];
 static uint32_t record_hash;
+/* variables, not macros: comparing with a constant 0 would trip -Wtype-limits */
+static const uint32_t dump_from = VERIFY_DUMP_FROM;
+static const uint32_t dump_len = VERIFY_DUMP_TO - VERIFY_DUMP_FROM;
 
 static void send_word(uint32_t w)
 {
@@ -69,7 +74,11 @@ static uint32_t calibrate(uint32_t n)
     uint32_t t0, t1;
     uint32_t r = n;
     t0 = board_ticks();
+#if defined(__thumb2__)
     __asm__ volatile("1:\n\tsubs %0, %0, #1\n\tbne 1b" : "+l"(r) : : "cc", "memory");
+#else /* ARMv6-M: GCC hands inline assembly to the assembler in divided syntax, where this sub sets flags */
+    __asm__ volatile("1:\n\tsub %0, #1\n\tbne 1b" : "+l"(r) : : "cc", "memory");
+#endif
     t1 = board_ticks();
     return BOARD_TICKS_ELAPSED(t0, t1);
 }
@@ -78,13 +87,19 @@ static void send_step(uint32_t t, int32_t status, uint32_t ticks)
 {
     uint32_t l, k, n;
     const uint32_t n_layers = ESNN_MODEL_N_LAYERS;
+    const uint32_t full = (t - dump_from < dump_len) ? 1u : 0u;   /* unsigned: t below dump_from wraps */
     begin_record(MAGIC_STEP);
     send_word(t);
     send_word((uint32_t)status);
     send_word(ticks);
+    send_word(full);
     for (l = 0; l < n_layers; l++) {
         const int32_t *s = esnn_spikes(&esnn_model, &state, l, &n);
         send_word(n);
+        if (!full) {
+            send_word(hash_words(FNV_BASIS, s, n));   /* the spike list as FNV-1a over its int32 words */
+            continue;
+        }
 #if VERIFY_IDX16
         for (k = 0; k + 1u < n; k += 2u) {
             send_word(((uint32_t)s[k] & 0xFFFFu) | ((uint32_t)s[k + 1u] << 16));
@@ -106,7 +121,7 @@ static void send_step(uint32_t t, int32_t status, uint32_t ticks)
         h = hash_words(h, esnn_a(&esnn_model, &state, l), size);
         send_word(h);
     }
-    if (t >= VERIFY_DUMP_FROM && t < VERIFY_DUMP_TO) {
+    if (full) {
         for (k = 0; k < ESNN_MODEL_N_VS; k++) {
             send_word((uint32_t)state.vs[k]);
         }
