@@ -1,0 +1,188 @@
+"""The stream verbs of the command line: `edgesnn run`, `edgesnn replay`, `edgesnn demo`.
+
+Registered by edgesnn/cli.py with ``add_verbs(sub)``; heavy imports happen inside each verb."""
+from __future__ import annotations
+
+import json
+import math
+
+from ..errors import EdgeSNNError, InputError
+
+
+def cmd_replay(args):
+    from .replay import main_replay
+
+    main_replay(args.file, args.listen, args.speed, args.loop, quiet=args.quiet, linger=args.linger)
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(fast=args.fast, as_json=args.json, save_model=args.save_model)
+
+
+def cmd_run(args):
+    if args.device:
+        raise EdgeSNNError(f"--device {args.device}: the device link is not available yet; run on the emulator "
+                           f"(leave out --device)")
+    from ..model import modelfile
+    from ..simulator import Simulator
+    from .runner import StreamRunner, WindowDecider, warm_up
+    from .sources import AudioSource, open_source
+    from .transforms import DvFilter, InputMap, Refractory
+
+    model = modelfile.load(args.model)
+    net = model.network
+    sim = Simulator.fixed(model)
+    warm_up(sim)   # compile before connecting: a live source starts sending at once
+    src = open_source(args.source, pcm_rate=args.rate, idle_timeout=args.idle_timeout)
+    if isinstance(src, AudioSource):
+        if args.realtime:
+            src.live = True
+        return run_audio(args, model, src)
+    imap = InputMap(src.resolution, net.input_shape)
+    transforms = []
+    if args.noise_filter:
+        transforms.append(DvFilter.background_activity(src.resolution, args.noise_filter))
+    if args.refractory_us:
+        transforms.append(Refractory(src.resolution, args.refractory_us))
+    last = net.layers[-1].neuron
+    q = model.layers[-1]
+    mode = "count" if last.spiking else ("delta" if math.isinf(last.tau_mem) else "membrane")
+    window = max(1, int(round(args.window * 1e-3 / net.dt)))
+
+    def on_det(det):
+        if args.json:
+            print(json.dumps(det.as_dict()), flush=True)
+        else:
+            print(f"t {det.t:8.3f} s  class {det.label:3d}  confidence {det.confidence:.2f}  "
+                  f"({det.events} events)", flush=True)
+
+    dec = WindowDecider(window, net.dt, mode=mode, min_events=args.min_events, shift=q.shift,
+                        temperature=args.temperature, callback=on_det)
+    if not args.json:
+        print(f"{src.name}: {imap.describe()}; model {args.model} ({net.name}), dt {net.dt * 1e3:g} ms, "
+              f"decisions every {window} steps ({mode} decoder)", flush=True)
+    runner = StreamRunner(sim, imap, net.dt, transforms, live=src.live, pace=args.realtime,
+                          max_lag=args.max_lag * 1e-3)
+    m = runner.run(src, on_chunk=dec, max_steps=args.max_steps)
+    if args.json:
+        d = m.as_dict()
+        d["decisions"] = len(dec.detections)
+        print(json.dumps(d), flush=True)
+    else:
+        print(f"{len(dec.detections)} decisions\n" + m.format())
+
+
+def run_audio(args, model, src):
+    """Audio source -> integer front-end (docs/audio.md) -> delta spikes -> emulator -> decisions."""
+    import time
+
+    import numpy as np
+
+    from ..frontends.encoders import events_from_raster
+    from ..simulator import Simulator
+    from .audio import AudioFrontend
+    from .runner import LatencyHistogram, Metrics, WindowDecider
+
+    net = model.network
+    if len(net.input_shape) != 1 or net.n_inputs % 2:
+        raise InputError(f"an audio model takes (2 * bands,) inputs (ON then OFF per band); this model takes "
+                         f"{net.input_shape}")
+    fe = AudioFrontend(src.rate, net.n_inputs // 2, hop_ms=net.dt * 1e3)
+    sim = Simulator.fixed(model)
+    last = net.layers[-1].neuron
+    mode = "count" if last.spiking else ("delta" if math.isinf(last.tau_mem) else "membrane")
+    window = max(1, int(round(args.window * 1e-3 / net.dt)))
+
+    def on_det(det):
+        print(json.dumps(det.as_dict()) if args.json else
+              f"t {det.t:8.3f} s  class {det.label:3d}  confidence {det.confidence:.2f}  ({det.events} spikes in)",
+              flush=True)
+
+    dec = WindowDecider(window, net.dt, mode=mode, min_events=args.min_events, shift=model.layers[-1].shift,
+                        temperature=args.temperature, callback=on_det)
+    if not args.json:
+        print(f"{src.name}: {src.rate} Hz audio -> {fe.n} bands x ON/OFF every {fe.hop} samples; model "
+              f"{args.model} ({net.name})", flush=True)
+    AudioFrontend(src.rate, fe.n, hop_ms=net.dt * 1e3).raster(np.zeros(2 * fe.hop, np.int16))  # compile first
+    m, hist = Metrics(source=src.name), LatencyHistogram()
+    spikes = np.zeros(sim.program.n_layers, np.int64)
+    step, samples = 0, 0
+    start = time.perf_counter()
+    for block in src.blocks():
+        arrival = time.perf_counter()
+        samples += block.size
+        ev = events_from_raster(fe.raster(block))
+        if ev.n_steps == 0:
+            continue
+        rec = sim.run(ev, record="spikes")
+        hist.add(time.perf_counter() - arrival, ev.n_steps)
+        cs = np.concatenate([[0], np.cumsum(rec.spikes.sum(axis=0, dtype=np.int64))])
+        spikes += cs[sim.layer_base[1:]] - cs[sim.layer_base[:-1]]
+        dec(step, rec, ev)
+        step += ev.n_steps
+        m.events_in += ev.idx.size
+        if args.max_steps is not None and step >= args.max_steps:
+            break
+    m.wall_s = time.perf_counter() - start
+    m.events, m.steps, m.stream_s = samples, step, samples / src.rate
+    m.events_per_s = samples / m.wall_s if m.wall_s else 0.0
+    m.realtime_factor = m.stream_s / m.wall_s if m.wall_s else 0.0
+    m.latency_p50_ms, m.latency_p99_ms = hist.percentile(50) * 1e3, hist.percentile(99) * 1e3
+    m.latency_max_ms = hist.max * 1e3
+    m.spikes_per_layer = [int(x) for x in spikes]
+    if args.json:
+        d = m.as_dict()
+        d["decisions"] = len(dec.detections)
+        d["samples"] = samples
+        print(json.dumps(d), flush=True)
+    else:
+        print(f"{len(dec.detections)} decisions; {samples} samples ('events' below), {m.events_in} input spikes\n"
+              + m.format())
+
+
+def add_verbs(sub) -> None:
+    r = sub.add_parser("run", help="run a model on a live or recorded event stream; print decisions")
+    r.add_argument("--source", required=True, metavar="SRC",
+                   help="FILE.aedat4, FILE.bs2, tcp://HOST:PORT (dv-processing stream), camera, camera:SERIAL; "
+                        "audio: FILE.wav, pcm:- (raw S16LE mono on stdin), mic (optional sounddevice)")
+    r.add_argument("--rate", type=int, default=16000, help="sample rate of pcm:- and mic (default 16000)")
+    r.add_argument("--model", required=True, metavar="MODEL", help="model file (.esnn)")
+    r.add_argument("--window", type=float, default=150.0, help="decision window in ms (default 150)")
+    r.add_argument("--min-events", type=int, default=100,
+                   help="input events a window needs for a decision (default 100)")
+    r.add_argument("--temperature", type=float, default=0.25,
+                   help="softmax temperature of membrane decoders (default 0.25, as the demo)")
+    r.add_argument("--noise-filter", type=int, default=0, metavar="US",
+                   help="dv-processing background-activity filter with this window in us (default off)")
+    r.add_argument("--refractory-us", type=int, default=0, help="per-pixel refractory filter (default off)")
+    r.add_argument("--realtime", action="store_true",
+                   help="pace a recording (or pcm:- input) to the wall clock")
+    r.add_argument("--max-lag", type=float, default=100.0,
+                   help="live sources: drop the oldest steps when behind by more than this many ms (default 100)")
+    r.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    r.add_argument("--idle-timeout", type=float, default=None, metavar="S",
+                   help="tcp:// sources: end after S seconds without events (default: wait for the sender "
+                        "to disconnect)")
+    r.add_argument("--device", default=None, metavar="URL", help="run on a device (not available yet)")
+    r.add_argument("--json", action="store_true", help="one JSON object per decision, then a summary")
+    r.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("replay", help="serve a recording as a live dv-processing network stream")
+    p.add_argument("file", metavar="FILE", help=".aedat4 or .bs2 recording")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to serve on, e.g. 127.0.0.1:7777")
+    p.add_argument("--speed", type=float, default=1.0, help="stream seconds per wall second; 0: as fast as it goes")
+    p.add_argument("--loop", action="store_true", help="start again at the end")
+    p.add_argument("--quiet", action="store_true", help="print nothing")
+    p.add_argument("--linger", type=float, default=None,
+                   help="seconds to keep the connection at the end for the client to catch up "
+                        "(default 2, 30 with --speed 0)")
+    p.set_defaults(func=cmd_replay)
+
+    d = sub.add_parser("demo", help="gesture detection on the bundled real DVS Gesture recordings, streamed live")
+    d.add_argument("--fast", action="store_true", help="stream as fast as it goes instead of at real-time pace")
+    d.add_argument("--save-model", default=None, metavar="MODEL", help="also save the trained model (.esnn)")
+    d.add_argument("--json", action="store_true",
+                   help="one JSON object per detection; the last line is the summary")
+    d.set_defaults(func=cmd_demo)
