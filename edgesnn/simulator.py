@@ -87,6 +87,10 @@ class Simulator:
         sizes = p.layer_sizes()
         self.layer_base = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self._cnt_off = p.n_ist - p.n_layers
+        # the output layer's spike list and count, as views into the state (for a cheap streaming step)
+        s_off = int(p.ltab[-1, K.L_S_OFF])
+        self._out_list = self.ist[s_off:s_off + self.n_outputs]
+        self._out_count = self._cnt_off + p.n_layers - 1
         self.steps = 0
 
     @classmethod
@@ -119,18 +123,18 @@ class Simulator:
     # ------------------------------------------------------------ execution
     def step(self, events) -> np.ndarray:
         """Advance one step; ``events`` are the active input indices. Returns the output spike indices."""
-        inp = events if isinstance(events, np.ndarray) and events.dtype == np.int32 \
-            else np.asarray(events, dtype=np.int32)
-        if inp.ndim != 1 or inp.size > MAX_EVENTS_PER_STEP:
-            raise InputError(f"a step takes a 1-D list of at most {MAX_EVENTS_PER_STEP} input indices, got "
-                             f"shape {inp.shape}")
-        if not inp.flags.c_contiguous:
-            inp = np.ascontiguousarray(inp)
+        inp = events
+        if type(inp) is not np.ndarray or inp.dtype != np.int32 or inp.ndim != 1 or not inp.flags.c_contiguous:
+            inp = np.ascontiguousarray(events, dtype=np.int32)
+            if inp.ndim != 1:
+                raise InputError(f"a step takes a 1-D list of input indices, got shape {inp.shape}")
+        if inp.shape[0] > MAX_EVENTS_PER_STEP:
+            raise InputError(f"a step takes at most {MAX_EVENTS_PER_STEP} input events, got {inp.shape[0]}")
         status = kn.step(*self._args, self.vs, self.ist, inp)
-        if status != K.OK:
+        if status:
             self._raise_bad_input(inp, f"step {self.steps}; the step was not applied")
         self.steps += 1
-        return self.spikes(-1)
+        return self._out_list[:self.ist[self._out_count]].copy()
 
     def step_dense(self, x) -> np.ndarray:
         """Advance one step from a dense vector of event counts per input (booleans count 0 or 1)."""
