@@ -4,9 +4,11 @@
  * Every operation follows docs/numerics.md in the order of edgesnn/kernels (network.py, synapses.py,
  * neurons.py), so spikes and every state value equal the emulator's at every step. Rules kept here:
  *  - no right shift of a negative value, no signed overflow: magnitudes are unsigned, sums that can
- *    leave int32 are int64, and synaptic accumulators are uint32 (modular, like the emulator's int32
- *    array, so even the sums the contract bounds away would wrap the same way);
- *  - no float, no malloc; no library calls in the source but memcpy (a 4-byte load) in the SIMD rows.
+ *    leave int32 are int64 or modular uint32 tested for overflow, and synaptic accumulators are uint32
+ *    (modular, like the emulator's int32 array, so even the sums the contract bounds away would wrap
+ *    the same way);
+ *  - no float, no malloc; no library calls in the source but memcpy (a 4-byte load, the int16 lanes) in
+ *    the SIMD rows, and the ACLE intrinsics (SXTAB16, QADD) where the DSP extension is.
  *    GCC may add memset for the zeroing loops and, on ARMv6-M, integer division and 64-bit multiply
  *    helpers (libgcc).
  */
@@ -21,6 +23,15 @@
 #define MAX_FAN_IN_INT16 65535u
 #define MAX_DIM 65535         /* conv / pool sizes, kernels, strides, padding: int32 index math is safe */
 #define ESNN_MAX_LAYERS 256u  /* keeps the O(L^2) overlap check of esnn_model_check short */
+
+/* a function specialised at each call (constant arguments fold away); only a hint elsewhere */
+#if defined(__GNUC__) || defined(__clang__)
+#define ESNN_INLINE inline __attribute__((always_inline))
+#define ESNN_NOINLINE __attribute__((noinline))   /* a hot loop with the registers to itself */
+#else
+#define ESNN_INLINE inline
+#define ESNN_NOINLINE
+#endif
 
 /* Cortex-M0/M0+ (ARMv6-M) have no 32x32->64 multiply: use the exact 32-bit form there by default. */
 #ifndef ESNN_DECAY_32BIT
@@ -58,16 +69,20 @@ static int32_t decay(int32_t x, uint32_t q)
     return r == 0u ? 0 : -(int32_t)(r - 1u) - 1;   /* -r without overflow at r = 2^31 */
 }
 
-static int32_t sat_add(int32_t a, int32_t b)
-{
-    int64_t r = (int64_t)a + b;
-    return r > I32_MAX ? I32_MAX : r < I32_MIN ? I32_MIN : (int32_t)r;
-}
-
 /* the int32 a modular uint32 sum stands for (two's complement), without implementation-defined casts */
 static int32_t as_i32(uint32_t u)
 {
     return u <= 0x7FFFFFFFu ? (int32_t)u : -(int32_t)(~u) - 1;
+}
+
+/* min(max(a + b, -2^31), 2^31 - 1): the modular sum, unless it overflowed (both operands' sign differs
+   from the sum's), then the bound on the operands' side; no 64-bit compare */
+static int32_t sat_add(int32_t a, int32_t b)
+{
+    const uint32_t s = (uint32_t)a + (uint32_t)b;
+    if (((((uint32_t)a ^ s) & ((uint32_t)b ^ s)) >> 31) != 0u)
+        return a < 0 ? I32_MIN : I32_MAX;
+    return as_i32(s);
 }
 
 int32_t esnn_decay(int32_t x, uint32_t q24)
@@ -134,17 +149,162 @@ static uint32_t load4(const int8_t *p)
     return w;
 }
 
-/* an int16 lane as a modular uint32 (sign-extended) */
-static uint32_t lane(uint32_t x)
+/* acc[0..3] += the int16 lanes of two packed sums: even = (0, 2), odd = (1, 3). The lanes are read
+   through memcpy as int16_t (exact: int16_t is two's complement; little-endian is checked above), which
+   GCC turns into SXTAH and ADD ..., ASR #16: two instructions a lane less than masking them out. */
+static void add_lanes(uint32_t *acc, uint32_t even, uint32_t odd)
 {
-    return ((x & 0xFFFFu) ^ 0x8000u) - 0x8000u;
+    int16_t e[2], o[2];
+    memcpy(e, &even, 4);
+    memcpy(o, &odd, 4);
+    acc[0] += (uint32_t)(int32_t)e[0];
+    acc[1] += (uint32_t)(int32_t)o[0];
+    acc[2] += (uint32_t)(int32_t)e[1];
+    acc[3] += (uint32_t)(int32_t)o[1];
+}
+
+/* output o of the first c rows of r0..r3 */
+static ESNN_INLINE int32_t col(const int8_t *r0, const int8_t *r1, const int8_t *r2, const int8_t *r3,
+                               uint32_t c, uint32_t o)
+{
+    int32_t x = r0[o];
+    if (c > 1u)
+        x += r1[o];
+    if (c > 2u)
+        x += r2[o];
+    if (c > 3u)
+        x += r3[o];
+    return x;
+}
+
+/* the last n_out - o < 4 outputs (those of no 4-byte block) of c rows: straight code, no loop, since in
+   narrow layers (11 outputs: 3 of them) a loop's overhead would cost as much as the adds */
+static ESNN_INLINE void tail_rows(const int8_t *r0, const int8_t *r1, const int8_t *r2, const int8_t *r3,
+                                  uint32_t c, uint32_t o, uint32_t n_out, uint32_t *acc)
+{
+    if (o < n_out) {
+        acc[o] += (uint32_t)col(r0, r1, r2, r3, c, o);
+        if (o + 1u < n_out) {
+            acc[o + 1u] += (uint32_t)col(r0, r1, r2, r3, c, o + 1u);
+            if (o + 2u < n_out)
+                acc[o + 2u] += (uint32_t)col(r0, r1, r2, r3, c, o + 2u);
+        }
+    }
+}
+
+/* Few rows (c = 1..4 of r0..r3; the unused pointers repeat r0 and are not read): the partial sums of
+   each block of 4 outputs stay in registers and go straight into the accumulator, so there is no part[]
+   to clear, load, store and flush. For few events per step this halves a small layer's synaptic cost. */
+static ESNN_INLINE void rows_i8_few(const int8_t *r0, const int8_t *r1, const int8_t *r2, const int8_t *r3,
+                                    uint32_t c, uint32_t n_out, uint32_t *acc)
+{
+    const uint32_t nb = n_out / 4u;
+    uint32_t b;
+    for (b = 0; b < nb; b++) {
+        uint32_t x = load4(r0 + 4u * b), even = SXTAB16(0u, x), odd = SXTAB16(0u, ROR8(x));
+        if (c > 1u) {
+            x = load4(r1 + 4u * b);
+            even = SXTAB16(even, x);
+            odd = SXTAB16(odd, ROR8(x));
+        }
+        if (c > 2u) {
+            x = load4(r2 + 4u * b);
+            even = SXTAB16(even, x);
+            odd = SXTAB16(odd, ROR8(x));
+        }
+        if (c > 3u) {
+            x = load4(r3 + 4u * b);
+            even = SXTAB16(even, x);
+            odd = SXTAB16(odd, ROR8(x));
+        }
+        add_lanes(acc + 4u * b, even, odd);
+    }
+    tail_rows(r0, r1, r2, r3, c, 4u * nb, n_out, acc);
+}
+
+/* below this many rows the register form (rows_i8_few, one accumulator pass per 4 rows) beats the
+   packed partial sums (one clear and one flush of part[] per call): measured on QEMU's Cortex-M4 */
+#define FEW_ROWS 16u
+
+/* Narrow layers (4..11 outputs: nb = 1 or 2 blocks, then t = 0..3 outputs): every partial sum stays in a
+   register across all the rows, so a row costs its pointer, nb word loads with their SXTAB16 pairs and
+   t byte loads and adds; the int16 lanes are flushed every 256 rows. Specialised per (nb, t). */
+static ESNN_INLINE void rows_i8_narrow(const int8_t *w, uint32_t n_out, uint32_t nb, uint32_t t,
+                                       const int32_t *src, uint32_t n, uint32_t *acc)
+{
+    const uint32_t o = 4u * nb;   /* the first output of the tail */
+    const int32_t *end = src + n;
+    while (src != end) {
+        const int32_t *stop = end - src > (ptrdiff_t)ROWS_PER_INT16 ? src + ROWS_PER_INT16 : end;
+        uint32_t e0 = 0, o0 = 0, e1 = 0, o1 = 0;
+        int32_t t0 = 0, t1 = 0, t2 = 0;
+        for (; src != stop; src++) {   /* a pointer, no counter: one register fewer (no spill) */
+            const int8_t *r = w + (uint32_t)*src * n_out;
+            uint32_t x = load4(r);
+            e0 = SXTAB16(e0, x);
+            o0 = SXTAB16(o0, ROR8(x));
+            if (nb > 1u) {
+                x = load4(r + 4);
+                e1 = SXTAB16(e1, x);
+                o1 = SXTAB16(o1, ROR8(x));
+            }
+            if (t > 0u)
+                t0 += r[o];
+            if (t > 1u)
+                t1 += r[o + 1u];
+            if (t > 2u)
+                t2 += r[o + 2u];
+        }
+        add_lanes(acc, e0, o0);
+        if (nb > 1u)
+            add_lanes(acc + 4, e1, o1);
+        if (t > 0u)
+            acc[o] += (uint32_t)t0;
+        if (t > 1u)
+            acc[o + 1u] += (uint32_t)t1;
+        if (t > 2u)
+            acc[o + 2u] += (uint32_t)t2;
+    }
 }
 
 static void rows_i8(const int8_t *w, uint32_t n_out, const int32_t *src, uint32_t n, uint32_t *acc,
                     uint32_t *part)
 {
     const uint32_t nb = n_out / 4u, tail = 4u * nb;   /* blocks of 4 outputs; the rest one by one */
-    uint32_t k = 0, b, o;
+    uint32_t k = 0, b;
+    if (n_out >= 4u && n_out <= 11u) {
+        /* constant (nb, t) per (inlined) call: each copy is straight code */
+        switch (n_out) {
+        case 4u: rows_i8_narrow(w, n_out, 1u, 0u, src, n, acc); break;
+        case 5u: rows_i8_narrow(w, n_out, 1u, 1u, src, n, acc); break;
+        case 6u: rows_i8_narrow(w, n_out, 1u, 2u, src, n, acc); break;
+        case 7u: rows_i8_narrow(w, n_out, 1u, 3u, src, n, acc); break;
+        case 8u: rows_i8_narrow(w, n_out, 2u, 0u, src, n, acc); break;
+        case 9u: rows_i8_narrow(w, n_out, 2u, 1u, src, n, acc); break;
+        case 10u: rows_i8_narrow(w, n_out, 2u, 2u, src, n, acc); break;
+        default: rows_i8_narrow(w, n_out, 2u, 3u, src, n, acc); break;
+        }
+        return;
+    }
+    if (n < FEW_ROWS) {
+        for (; k < n; k += 4u) {
+            const uint32_t c = n - k < 4u ? n - k : 4u;
+            const int8_t *r0 = w + (uint32_t)src[k] * n_out;
+            const int8_t *r1 = c > 1u ? w + (uint32_t)src[k + 1u] * n_out : r0;
+            const int8_t *r2 = c > 2u ? w + (uint32_t)src[k + 2u] * n_out : r0;
+            const int8_t *r3 = c > 3u ? w + (uint32_t)src[k + 3u] * n_out : r0;
+            /* a constant row count per (inlined) call: each copy is compiled without the tests */
+            if (c == 4u)
+                rows_i8_few(r0, r1, r2, r3, 4u, n_out, acc);
+            else if (c == 3u)
+                rows_i8_few(r0, r1, r2, r3, 3u, n_out, acc);
+            else if (c == 2u)
+                rows_i8_few(r0, r1, r2, r3, 2u, n_out, acc);
+            else
+                rows_i8_few(r0, r1, r2, r3, 1u, n_out, acc);
+        }
+        return;
+    }
     while (k < n) {
         const uint32_t stop = n - k > ROWS_PER_INT16 ? k + ROWS_PER_INT16 : n;
         /* part[2b]: lanes (4b, 4b + 2); part[2b + 1]: lanes (4b + 1, 4b + 3) */
@@ -164,8 +324,7 @@ static void rows_i8(const int8_t *w, uint32_t n_out, const int32_t *src, uint32_
                 part[2u * b] = even;
                 part[2u * b + 1u] = odd;
             }
-            for (o = tail; o < n_out; o++)
-                acc[o] += (uint32_t)((r0[o] + r1[o]) + (r2[o] + r3[o]));
+            tail_rows(r0, r1, r2, r3, 4u, tail, n_out, acc);
         }
         for (; k < stop; k++) {
             const int8_t *r0 = w + (uint32_t)src[k] * n_out;
@@ -174,15 +333,10 @@ static void rows_i8(const int8_t *w, uint32_t n_out, const int32_t *src, uint32_
                 part[2u * b] = SXTAB16(part[2u * b], x);
                 part[2u * b + 1u] = SXTAB16(part[2u * b + 1u], ROR8(x));
             }
-            for (o = tail; o < n_out; o++)
-                acc[o] += (uint32_t)(int32_t)r0[o];
+            tail_rows(r0, r0, r0, r0, 1u, tail, n_out, acc);
         }
-        for (b = 0; b < nb; b++) {
-            acc[4u * b] += lane(part[2u * b]);
-            acc[4u * b + 2u] += lane(part[2u * b] >> 16);
-            acc[4u * b + 1u] += lane(part[2u * b + 1u]);
-            acc[4u * b + 3u] += lane(part[2u * b + 1u] >> 16);
-        }
+        for (b = 0; b < nb; b++)
+            add_lanes(acc + 4u * b, part[2u * b], part[2u * b + 1u]);
     }
 }
 #else
@@ -235,6 +389,26 @@ static void rows(const esnn_model_t *m, const int32_t *row, int32_t off, uint32_
         rows_i16(m->wb + off, n_out, src, n, acc);
 }
 
+/* a[o * ohw] += wk[o] for the out_c output channels of one kernel tap: four channels a pass, the
+   accumulators ohw apart reached through offsets hoisted out of the loop */
+static ESNN_INLINE void conv_taps8(uint32_t *a, const int8_t *wk, int32_t out_c, int32_t ohw)
+{
+    const int32_t ohw2 = 2 * ohw, ohw3 = 3 * ohw, ohw4 = 4 * ohw;
+    int32_t o;
+    for (o = 0; o + 4 <= out_c; o += 4) {
+        a[0] += (uint32_t)(int32_t)wk[0];
+        a[ohw] += (uint32_t)(int32_t)wk[1];
+        a[ohw2] += (uint32_t)(int32_t)wk[2];
+        a[ohw3] += (uint32_t)(int32_t)wk[3];
+        a += ohw4;
+        wk += 4;
+    }
+    for (; o < out_c; o++) {
+        *a += (uint32_t)(int32_t)*wk++;
+        a += ohw;
+    }
+}
+
 /* Each input spike (c, y, x) scatters through the kernel (weights stored (c_in, kh, kw, c_out)) to the
    outputs (o, oy, ox) with y + pad - ky = oy * stride (likewise in x); conv_scatter in synapses.py. */
 static void conv_scatter(const esnn_model_t *m, const int32_t *row, const int32_t *src, uint32_t n,
@@ -248,6 +422,29 @@ static void conv_scatter(const esnn_model_t *m, const int32_t *row, const int32_
     const int8_t *w8 = row[ESNN_L_W_POOL] == 0 ? m->wa + row[ESNN_L_W_OFF] : NULL;
     const int16_t *w16 = row[ESNN_L_W_POOL] != 0 ? m->wb + row[ESNN_L_W_OFF] : NULL;
     uint32_t k;
+    if (stride == 1 && w8 != NULL) {
+        /* stride 1 (int8): the taps that land inside the output are one range of ky and of kx,
+           0 <= y + pad - ky < out_h, so no division and no test per tap */
+        for (k = 0; k < n; k++) {
+            const int32_t e = src[k];
+            const int32_t c = e / hw, r = e - c * hw;   /* e >= 0: division of non-negatives */
+            const int32_t y = r / in_w, x = r - y * in_w;
+            const int32_t ky0 = y + pad - out_h + 1 > 0 ? y + pad - out_h + 1 : 0;
+            const int32_t ky1 = y + pad < kh - 1 ? y + pad : kh - 1;
+            const int32_t kx0 = x + pad - out_w + 1 > 0 ? x + pad - out_w + 1 : 0;
+            const int32_t kx1 = x + pad < kw - 1 ? x + pad : kw - 1;
+            int32_t ky, kx;
+            for (ky = ky0; ky <= ky1; ky++) {
+                const int8_t *wk = w8 + ((c * kh + ky) * kw + kx0) * out_c;
+                const int32_t at = (y + pad - ky) * out_w + x + pad;   /* output (oy, ox) at kx = 0 */
+                for (kx = kx0; kx <= kx1; kx++) {
+                    conv_taps8(acc + (at - kx), wk, out_c, ohw);
+                    wk += out_c;
+                }
+            }
+        }
+        return;
+    }
     for (k = 0; k < n; k++) {
         const int32_t e = src[k];
         const int32_t c = e / hw, r = e - c * hw;   /* e >= 0: division of non-negatives */
@@ -273,9 +470,7 @@ static void conv_scatter(const esnn_model_t *m, const int32_t *row, const int32_
                 base = ((c * kh + ky) * kw + kx) * out_c;
                 a = acc + oy * out_w + ox;
                 if (w8 != NULL) {
-                    const int8_t *wk = w8 + base;
-                    for (o = 0; o < out_c; o++)
-                        a[o * ohw] += (uint32_t)(int32_t)wk[o];
+                    conv_taps8(a, w8 + base, out_c, ohw);
                 } else {
                     const int16_t *wk = w16 + base;
                     for (o = 0; o < out_c; o++)
@@ -324,6 +519,85 @@ static void pool_scatter(const int32_t *row, int32_t pool_w, const int32_t *src,
 
 /* ------------------------------------------------------------------ neurons */
 
+/* The hot loop's decay: the layer's Q24 multiplier is prepared once per layer (prep_q24), so that a
+   neuron pays only the multiply and the sign. On targets with a 32x32->64 multiply, q < 2^24 is kept as
+   q * 2^8 (< 2^32): floor(m q / 2^24) = floor(m (q 2^8) / 2^32) is then the high word of one UMULL.
+   q = 2^24 (no leak) never reaches it: the callers skip the multiply there. */
+static uint32_t prep_q24(uint32_t q)
+{
+#if ESNN_DECAY_32BIT
+    return q;
+#else
+    return q << 8;   /* q < 2^24 here */
+#endif
+}
+
+/* decay(x, q) for q < 2^24 with qp = prep_q24(q); branch-free: the magnitude, one multiply, the sign */
+static int32_t leak(int32_t x, uint32_t qp)
+{
+    const uint32_t s = 0u - ((uint32_t)x >> 31);   /* all ones when x < 0 */
+    const uint32_t m = ((uint32_t)x ^ s) - s;      /* |x| <= 2^31 */
+#if ESNN_DECAY_32BIT
+    const uint32_t r = mul_q24(m, qp);
+#else
+    const uint32_t r = (uint32_t)(((uint64_t)m * qp) >> 32);
+#endif
+    return as_i32((r ^ s) - s);   /* r <= |x|: -r is an int32 */
+}
+
+/* sat_add as one instruction where the DSP extension has QADD (the same saturating int32 sum) */
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#define SAT_ADD(a, b) __qadd((a), (b))
+#else
+#define SAT_ADD(a, b) sat_add((a), (b))
+#endif
+
+/* One LIF / IF neuron k without refractory steps: v = sat(decay(v) + acc); spike and reset at v >= theta.
+   Inlined with constant leaky / subtract, so each loop below is straight code. */
+static ESNN_INLINE uint32_t lif_one(uint32_t k, int leaky, uint32_t qp, int32_t theta, int subtract,
+                                    const uint32_t *acc, int32_t *v, int32_t *spk, uint32_t cnt)
+{
+    int32_t vk = SAT_ADD(leaky ? leak(v[k], qp) : v[k], as_i32(acc[k]));
+    if (vk >= theta) {   /* rare: spikes are sparse */
+        vk = subtract ? vk - theta : 0;   /* vk >= theta >= 1: no overflow */
+        spk[cnt++] = (int32_t)k;
+    }
+    v[k] = vk;
+    return cnt;
+}
+
+/* The common case, the same operations as the general loop of update with the per-layer constants
+   hoisted: one loop per decay kind (no leak: IF, tau = inf) and reset, two neurons a pass. */
+#define LIF_LOOP(leaky, subtract)                                            \
+    do {                                                                     \
+        for (k = 0; k + 2u <= n; k += 2u) {                                  \
+            cnt = lif_one(k, leaky, qp, theta, subtract, acc, v, spk, cnt);  \
+            cnt = lif_one(k + 1u, leaky, qp, theta, subtract, acc, v, spk, cnt); \
+        }                                                                    \
+        if (k < n)                                                           \
+            cnt = lif_one(k, leaky, qp, theta, subtract, acc, v, spk, cnt);  \
+    } while (0)
+
+static ESNN_NOINLINE uint32_t update_lif(uint32_t n, uint32_t dv, int32_t theta, int subtract,
+                                         const uint32_t *acc, int32_t *v, int32_t *spk)
+{
+    const uint32_t qp = dv < Q24_ONE ? prep_q24(dv) : 0u;
+    uint32_t k, cnt = 0;
+    if (dv >= Q24_ONE) {
+        if (subtract)
+            LIF_LOOP(0, 1);
+        else
+            LIF_LOOP(0, 0);
+    } else {
+        if (subtract)
+            LIF_LOOP(1, 1);
+        else
+            LIF_LOOP(1, 0);
+    }
+    return cnt;
+}
+
 /* One population update (neurons.py, update_population); returns the number of spikes written. */
 static uint32_t update(const int32_t *row, const int32_t *prm, const uint32_t *acc, int32_t *vs, int32_t *ist)
 {
@@ -339,22 +613,18 @@ static uint32_t update(const int32_t *row, const int32_t *prm, const uint32_t *a
     uint32_t k, cnt = 0;
 
     if (neuron == ESNN_LI) {   /* the readout: v = sat(decay(v) + acc), never spikes */
-        for (k = 0; k < n; k++)
-            v[k] = sat_add(decay(v[k], dv), as_i32(acc[k]));
+        if (dv >= Q24_ONE) {
+            for (k = 0; k < n; k++)
+                v[k] = SAT_ADD(v[k], as_i32(acc[k]));
+        } else {
+            const uint32_t qp = prep_q24(dv);
+            for (k = 0; k < n; k++)
+                v[k] = SAT_ADD(leak(v[k], qp), as_i32(acc[k]));
+        }
         return 0;
     }
-    if ((neuron == ESNN_LIF || neuron == ESNN_IF) && ref_steps == 0) {
-        /* the common case, written out; the same operations as the general loop below */
-        for (k = 0; k < n; k++) {
-            int32_t vk = sat_add(decay(v[k], dv), as_i32(acc[k]));
-            if (vk >= theta) {
-                vk = subtract ? vk - theta : 0;   /* vk >= theta >= 1: no overflow */
-                spk[cnt++] = (int32_t)k;
-            }
-            v[k] = vk;
-        }
-        return cnt;
-    }
+    if ((neuron == ESNN_LIF || neuron == ESNN_IF) && ref_steps == 0)
+        return update_lif(n, dv, theta, subtract, acc, v, spk);
 
     cur = neuron == ESNN_CUBA ? vs + row[ESNN_L_I_OFF] : NULL;
     ad = neuron == ESNN_ALIF ? vs + row[ESNN_L_A_OFF] : NULL;
@@ -437,7 +707,7 @@ int32_t esnn_step(const esnn_model_t *model, esnn_state_t *state, const int32_t 
         return ESNN_ERR_INPUT_COUNT;
     n_in0 = (uint32_t)m->ltab[ESNN_L_N_IN];
     for (k = 0; k < n_events; k++)
-        if (events[k] < 0 || (uint32_t)events[k] >= n_in0)
+        if ((uint32_t)events[k] >= n_in0)   /* a negative index converts to >= 2^31 > n_in0 */
             return ESNN_ERR_INPUT_INDEX;
     /* a first Flatten layer keeps its input events as its spike list, which has n_out slots */
     if (m->ltab[ESNN_L_KIND] == ESNN_FLATTEN && n_events > (uint32_t)m->ltab[ESNN_L_N_OUT])
