@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InputError
 from .kernels import layout as K
 from .kernels import network as kn
-from .model.program import MAX_EVENTS_PER_STEP, Program, build_fixed, build_float
+from .model.program import Program, build_fixed, build_float
 
 
 @dataclass(eq=False)
@@ -128,11 +128,9 @@ class Simulator:
             inp = np.ascontiguousarray(events, dtype=np.int32)
             if inp.ndim != 1:
                 raise InputError(f"a step takes a 1-D list of input indices, got shape {inp.shape}")
-        if inp.shape[0] > MAX_EVENTS_PER_STEP:
-            raise InputError(f"a step takes at most {MAX_EVENTS_PER_STEP} input events, got {inp.shape[0]}")
         status = kn.step(*self._args, self.vs, self.ist, inp)
         if status:
-            self._raise_bad_input(inp, f"step {self.steps}; the step was not applied")
+            self._raise_status(status, inp, f"step {self.steps}; the step was not applied")
         self.steps += 1
         return self._out_list[:self.ist[self._out_count]].copy()
 
@@ -155,7 +153,6 @@ class Simulator:
         if record not in ("output", "spikes", "all"):
             raise InputError(f"record must be 'output', 'spikes' or 'all', got {record!r}")
         ev = events if isinstance(events, Events) else Events.from_dense(events)
-        self._check_counts(ev.ptr[None, :])
         T, n_out = ev.n_steps, self.n_outputs
         out_spk = np.zeros((T, n_out), np.int8)
         out_v = np.zeros((T, n_out), self.vs.dtype)
@@ -165,7 +162,7 @@ class Simulator:
                                     rec_spk, rec_vs)
         self.steps += int(done)
         if status != K.OK:
-            self._raise_bad_input(ev.step(done), f"step {done} of the run (steps before it were applied)")
+            self._raise_status(status, ev.step(done), f"step {done} of the run (steps before it were applied)")
         return Record(out_spk, out_v, rec_spk if record != "output" else None,
                       rec_vs if record == "all" else None)
 
@@ -181,7 +178,6 @@ class Simulator:
         idx = np.concatenate([s.idx for s in samples])
         base = np.cumsum([0] + [s.idx.size for s in samples[:-1]])
         ptr = np.stack([s.ptr + b for s, b in zip(samples, base)])
-        self._check_counts(ptr)
         B, n_out = len(samples), self.n_outputs
         out_spk = np.zeros((B, T, n_out), np.int8)
         out_v = np.zeros((B, T if record_v else 0, n_out), self.vs.dtype)
@@ -191,18 +187,17 @@ class Simulator:
         bad = np.flatnonzero(status != K.OK)
         if bad.size:
             b = int(bad[0])
-            self._raise_bad_input(samples[b].idx, f"sample {b} of the batch")
+            counts = np.diff(samples[b].ptr)
+            self._raise_status(int(status[b]), samples[b].idx, f"sample {b} of the batch", int(counts.max()))
         return out_spk, (out_v if record_v else None)
 
     # ------------------------------------------------------------ errors
-    def _check_counts(self, ptr2d):
-        counts = np.diff(ptr2d, axis=1)
-        if counts.size and counts.max() > MAX_EVENTS_PER_STEP:
-            t = int(np.argmax(counts.max(axis=0)))
-            raise InputError(f"step {t} carries {int(counts.max())} input events; at most "
-                             f"{MAX_EVENTS_PER_STEP} fit one step: use a shorter dt or subsample")
-
-    def _raise_bad_input(self, idx, where):
+    def _raise_status(self, status, idx, where, n_events=None):
+        if status == K.ERR_INPUT_COUNT:
+            n = len(idx) if n_events is None else n_events
+            limit = int(kn.max_events(self.program.ltab))
+            raise InputError(f"{n} input events at {where}: at most {limit} fit one step of this network "
+                             f"(docs/numerics.md, 'Saturation'); use a shorter dt or subsample the events")
         idx = np.asarray(idx)
         bad = idx[(idx < 0) | (idx >= self.n_inputs)]
         raise InputError(f"input index {int(bad[0]) if bad.size else '?'} is outside the network's "

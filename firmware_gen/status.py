@@ -7,7 +7,7 @@ from edgesnn.kernels import layout as K
 
 OK = K.OK                      # 0
 ERR_INPUT_INDEX = K.ERR_INPUT_INDEX   # -1: an input index outside the network's inputs; step not applied
-ERR_INPUT_COUNT = -2           # too many events for one step (or for a first Flatten layer); not applied
+ERR_INPUT_COUNT = K.ERR_INPUT_COUNT   # -2: too many events for one step (or for a first Flatten layer); not applied
 ERR_ARG = -3                   # NULL, buffer too small or misaligned, bad layer, state of another model
 ERR_MODEL = -4                 # the tables are inconsistent
 ERR_BLOB_SIZE = -5             # blob truncated or of the wrong length

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgesnn.errors import InputError
 from edgesnn.kernels import layout as K
 from edgesnn.kernels.arith import decay_py, q24_multiplier
 from edgesnn.model.modelfile import model_hash
@@ -338,18 +339,28 @@ def test_current_adaptation_and_int16_saturate_like_emulator(gcc):
     assert rec.state[:, a_off].max() > 10, "theta + a should have left int32"
 
 
-def test_accumulator_beyond_the_contract_bound_wraps_like_emulator(gcc):
-    """docs/numerics.md bounds a step's int16 sum by 65535 events, but a recurrent layer also adds its
-    own previous spikes: 65535 input events plus 4 recurrent ones leave int32. Outside the contract the
-    C still matches the emulator (both accumulate modulo 2^32)."""
+def test_int16_recurrent_first_layer_event_limit_matches_emulator(gcc):
+    """An int16 recurrent first layer adds its own previous spikes to the step's events: at most
+    65535 - n_out events keep every sum within int32 (docs/numerics.md). Both sides run that many at
+    full weight and refuse one more, leaving the state as it was."""
     net = Network((1,), [Recurrent(np.ones((4, 1)), np.ones((4, 4)), Neuron("if", threshold=1.0), plastic=True),
                          Dense(np.ones((2, 4)), Neuron("li"))])
     model = quantize(net)
     model.layers[0].weight[:] = 32767
     model.layers[0].weight_rec[:] = 32767
     model.layers[0].theta = 2**30
-    rec = check(model, [[0] * MAX_EVENTS_PER_STEP] * 3)
-    assert rec.state[1, 0] < 0, "the example should show the wrap"
+    limit = MAX_EVENTS_PER_STEP - 4
+    rec = check(model, [[0] * limit] * 3)
+    assert rec.spikes[:, :4].all(), "every step at the limit fires all four neurons"
+    dev = HostDevice(model)
+    dev.run([[0] * limit])
+    before = dev.buffer[:dev.n_vs + dev.n_ist].copy()
+    assert dev.step_status([0] * (limit + 1)) == S.ERR_INPUT_COUNT
+    assert np.array_equal(before, dev.buffer[:dev.n_vs + dev.n_ist])
+    sim = Simulator.fixed(model)
+    with pytest.raises(InputError, match=f"{limit + 1} input events at step 0.*at most {limit} fit one step"):
+        sim.step(np.zeros(limit + 1, np.int32))
+    assert not sim.vs.any()
 
 
 def test_first_flatten_layer_refuses_more_events_than_it_holds(gcc):
@@ -366,6 +377,8 @@ def test_first_flatten_layer_refuses_more_events_than_it_holds(gcc):
     before = dev.buffer[:dev.n_vs + dev.n_ist].copy()
     assert dev.step_status([1] * 19) == S.ERR_INPUT_COUNT
     assert np.array_equal(before, dev.buffer[:dev.n_vs + dev.n_ist])
+    with pytest.raises(InputError, match="19 input events .* at most 18 fit one step"):
+        Simulator.fixed(model).step([1] * 19)
 
 
 def test_input_of_rank_four(gcc):

@@ -44,3 +44,5 @@ PTAB_NAMES = ("dv", "di", "da", "theta", "a_inc", "pool_w")
 # status codes returned by the step kernels (the C runtime returns the same numbers)
 OK = 0
 ERR_INPUT_INDEX = -1
+ERR_INPUT_COUNT = -2
+MAX_EVENTS_PER_STEP = 65535

@@ -4,11 +4,19 @@
 place where a step is defined. ``step`` (one call per step, for streaming), ``run_steps`` (many steps in
 one compiled call) and ``run_batch`` (many samples in parallel) all call it, so the three paths give
 identical results by construction. Each compiles once for fixed point and once for float.
+
+Speed (none of it changes a result): the functions that run inside a step allocate nothing and are
+compiled with ``_nrt=False``, i.e. without reference counting; otherwise Numba increfs and decrefs every
+array argument of every call with atomic instructions, about a tenth of a small step. They are also
+``forceinline``: LLVM then inlines them into the loops of ``run_steps``, ``step`` and ``run_batch``,
+which saves the calls (each array argument is seven machine words) and lets it keep loop invariants in
+registers. The cost is a longer first compilation (cached afterwards). The hot loops themselves are in
+synapses.py and neurons.py. ``python benchmarks/kernels.py`` measures the result.
 """
 import numpy as np
 from numba import njit, prange
 
-from .layout import (CONV2D, DENSE, ERR_INPUT_INDEX, FLATTEN, L_A_OFF, L_I_OFF, L_IN_C,
+from .layout import (CONV2D, DENSE, ERR_INPUT_COUNT, ERR_INPUT_INDEX, FLATTEN, MAX_EVENTS_PER_STEP, L_A_OFF, L_I_OFF, L_IN_C,
                      L_IN_H, L_IN_W, L_KH, L_KIND, L_KW, L_N_IN, L_N_OUT, L_NEURON, L_OUT_C, L_OUT_H,
                      L_OUT_W, L_PAD, L_R_OFF, L_REF_STEPS, L_RESET, L_S_OFF, L_STRIDE, L_V_OFF, L_W_OFF,
                      L_W_POOL, L_WREC_OFF, OK, P_A_INC, P_DA, P_DI, P_DV, P_POOL_W, P_THETA,
@@ -17,90 +25,118 @@ from .neurons import update_population
 from .synapses import conv_scatter, dense_rows, pool_scatter
 
 
-@njit(cache=True)
-def _rows(w, off, n_in, n_out, src, s0, n, acc, acc16):
-    W = w[off:off + n_in * n_out].reshape((n_in, n_out))
-    dense_rows(W, src, s0, n, acc, acc16)
+@njit(cache=True, _nrt=False, forceinline=True)
+def _layer(l, ltab, ptab, wa, wb, vs, ist, src, s0, n_src, work):
+    """Run layer l for one step on its input spikes src[s0:s0 + n_src]; returns its spike count."""
+    kind = ltab[l, L_KIND]
+    s_off = ltab[l, L_S_OFF]
+    if kind == FLATTEN:  # same indices, kept so that every layer has a spike list
+        for k in range(n_src):
+            ist[s_off + k] = src[s0 + k]
+        return n_src
+
+    acc, acc16, flags, flags64 = work
+    n_out = ltab[l, L_N_OUT]
+    for o in range(n_out):
+        acc[o] = 0
+    pool = ltab[l, L_W_POOL]
+    if kind == DENSE or kind == RECURRENT:
+        if pool == 0:
+            dense_rows(wa, ltab[l, L_W_OFF], n_out, src, s0, n_src, acc, acc16)
+        else:
+            dense_rows(wb, ltab[l, L_W_OFF], n_out, src, s0, n_src, acc, acc16)
+        if kind == RECURRENT:  # the layer's own spikes of the previous step, still in its spike list
+            n_prev = ist[ist.shape[0] - ltab.shape[0] + l]
+            if pool == 0:
+                dense_rows(wa, ltab[l, L_WREC_OFF], n_out, ist, s_off, n_prev, acc, acc16)
+            else:
+                dense_rows(wb, ltab[l, L_WREC_OFF], n_out, ist, s_off, n_prev, acc, acc16)
+    elif kind == CONV2D:
+        args = (ltab[l, L_IN_C], ltab[l, L_IN_H], ltab[l, L_IN_W], ltab[l, L_OUT_C], ltab[l, L_OUT_H],
+                ltab[l, L_OUT_W], ltab[l, L_KH], ltab[l, L_KW], ltab[l, L_STRIDE], ltab[l, L_PAD])
+        if pool == 0:
+            conv_scatter(wa, ltab[l, L_W_OFF], *args, src, s0, n_src, acc)
+        else:
+            conv_scatter(wb, ltab[l, L_W_OFF], *args, src, s0, n_src, acc)
+    elif kind == SUMPOOL2D:
+        pool_scatter(ptab[l, P_POOL_W], ltab[l, L_IN_H], ltab[l, L_IN_W], ltab[l, L_OUT_H],
+                     ltab[l, L_OUT_W], ltab[l, L_KH], ltab[l, L_STRIDE], src, s0, n_src, acc)
+
+    return update_population(ltab[l, L_NEURON], n_out, acc, flags, flags64, vs, ltab[l, L_V_OFF],
+                             ltab[l, L_I_OFF], ltab[l, L_A_OFF], ist, ltab[l, L_R_OFF], s_off, ltab[l, L_RESET],
+                             ltab[l, L_REF_STEPS], ptab[l, P_DV], ptab[l, P_DI],
+                             ptab[l, P_DA], ptab[l, P_THETA], ptab[l, P_A_INC])
 
 
-@njit(cache=True)
-def step_core(ltab, ptab, wa, wb, vs, ist, inp, i0, n_inp, acc, acc16):
-    """Advance the state (vs, ist) by one step of input events inp[i0:i0 + n_inp]. Returns a status."""
+@njit(cache=True, _nrt=False, forceinline=True)
+def step_core(ltab, ptab, wa, wb, vs, ist, inp, i0, n_inp, work):
+    """Advance the state (vs, ist) by one step of input events inp[i0:i0 + n_inp]. Returns a status.
+    ``work`` holds the scratch buffers made by ``scratch``."""
     n_layers = ltab.shape[0]
     cnt_off = ist.shape[0] - n_layers
+    if n_inp > max_events(ltab):
+        return ERR_INPUT_COUNT
     n_in0 = ltab[0, L_N_IN]
-    for k in range(i0, i0 + n_inp):  # refuse bad input before any state changes
-        if inp[k] < 0 or inp[k] >= n_in0:
-            return ERR_INPUT_INDEX
+    bad = False
+    for k in range(i0, i0 + n_inp):  # refuse bad input before any state changes (no early exit: SIMD)
+        bad |= (inp[k] < 0) | (inp[k] >= n_in0)
+    if bad:
+        return ERR_INPUT_INDEX
 
     src = inp
     s0 = i0
-    n_src = n_inp
-    for l in range(n_layers):
-        kind = ltab[l, L_KIND]
-        s_off = ltab[l, L_S_OFF]
-        if kind == FLATTEN:  # same indices, kept so that every layer has a spike list
-            for k in range(n_src):
-                ist[s_off + k] = src[s0 + k]
-            ist[cnt_off + l] = n_src
-            src = ist
-            s0 = s_off
-            continue
-
-        n_in = ltab[l, L_N_IN]
-        n_out = ltab[l, L_N_OUT]
-        for o in range(n_out):
-            acc[o] = 0
-        if kind == DENSE or kind == RECURRENT:
-            if ltab[l, L_W_POOL] == 0:
-                _rows(wa, ltab[l, L_W_OFF], n_in, n_out, src, s0, n_src, acc, acc16)
-            else:
-                _rows(wb, ltab[l, L_W_OFF], n_in, n_out, src, s0, n_src, acc, acc16)
-            if kind == RECURRENT:  # the layer's own spikes of the previous step
-                n_prev = ist[cnt_off + l]
-                if ltab[l, L_W_POOL] == 0:
-                    _rows(wa, ltab[l, L_WREC_OFF], n_out, n_out, ist, s_off, n_prev, acc, acc16)
-                else:
-                    _rows(wb, ltab[l, L_WREC_OFF], n_out, n_out, ist, s_off, n_prev, acc, acc16)
-        elif kind == CONV2D:
-            args = (ltab[l, L_IN_C], ltab[l, L_IN_H], ltab[l, L_IN_W], ltab[l, L_OUT_C], ltab[l, L_OUT_H],
-                    ltab[l, L_OUT_W], ltab[l, L_KH], ltab[l, L_KW], ltab[l, L_STRIDE], ltab[l, L_PAD])
-            if ltab[l, L_W_POOL] == 0:
-                conv_scatter(wa, ltab[l, L_W_OFF], *args, src, s0, n_src, acc)
-            else:
-                conv_scatter(wb, ltab[l, L_W_OFF], *args, src, s0, n_src, acc)
-        elif kind == SUMPOOL2D:
-            pool_scatter(ptab[l, P_POOL_W], ltab[l, L_IN_H], ltab[l, L_IN_W], ltab[l, L_OUT_H],
-                         ltab[l, L_OUT_W], ltab[l, L_KH], ltab[l, L_STRIDE], src, s0, n_src, acc)
-
-        cnt = update_population(ltab[l, L_NEURON], n_out, acc, vs, ltab[l, L_V_OFF], ltab[l, L_I_OFF],
-                                ltab[l, L_A_OFF], ist, ltab[l, L_R_OFF], s_off, ltab[l, L_RESET],
-                                ltab[l, L_REF_STEPS], ptab[l, P_DV], ptab[l, P_DI],
-                                ptab[l, P_DA], ptab[l, P_THETA], ptab[l, P_A_INC])
+    cnt = n_inp
+    for l in range(n_layers):  # each layer reads the spike list of the one before
+        cnt = _layer(l, ltab, ptab, wa, wb, vs, ist, src, s0, cnt, work)
         ist[cnt_off + l] = cnt
         src = ist
-        s0 = s_off
-        n_src = cnt
+        s0 = ltab[l, L_S_OFF]
     return OK
+
+
+@njit(cache=True, _nrt=False, forceinline=True)
+def max_events(ltab):
+    """Input events one step may carry (docs/numerics.md, "Saturation"): 65535; fewer when the first
+    layer is Flatten (its spike list holds n_out) or Recurrent with int16 weights (its own previous
+    spikes add up to n_out more weights)."""
+    kind = ltab[0, L_KIND]
+    if kind == FLATTEN:
+        return min(MAX_EVENTS_PER_STEP, ltab[0, L_N_OUT])
+    if kind == RECURRENT and ltab[0, L_W_POOL] == 1:
+        return MAX_EVENTS_PER_STEP - ltab[0, L_N_OUT]
+    return MAX_EVENTS_PER_STEP
+
+
+SCRATCH_BYTES = 7  # per neuron of the widest layer: synaptic input (4), int16 partial sum (2), flag (1)
+
+
+@njit(cache=True)
+def scratch_width(ltab):
+    """Neurons in the widest layer, rounded up to a multiple of 8."""
+    width = 8
+    for l in range(ltab.shape[0]):
+        width = max(width, ltab[l, L_N_OUT])
+    return (width + 7) // 8 * 8
 
 
 @njit(cache=True)
 def scratch(ltab, vs):
-    """Accumulators sized for the widest layer: one of the state's type, one int16 for partial sums."""
-    width = 1
-    for l in range(ltab.shape[0]):
-        width = max(width, ltab[l, L_N_OUT])
-    return np.zeros(width, vs.dtype), np.zeros(width, np.int16)
+    """Scratch buffers sized for the widest layer, as views of one allocation: the synaptic input in the
+    state's type, int16 partial sums, one spike-flag byte per neuron and a uint64 view of the flags.
+    Never initialised: each layer writes what it reads."""
+    w = scratch_width(ltab)
+    buf = np.empty(SCRATCH_BYTES * w, np.uint8)
+    flags = buf[6 * w:7 * w]
+    return buf[:4 * w].view(vs.dtype), buf[4 * w:6 * w].view(np.int16), flags, flags.view(np.uint64)
 
 
 @njit(cache=True)
 def step(ltab, ptab, wa, wb, vs, ist, inp):
     """One streaming step: the events of this step are all of ``inp``."""
-    acc, acc16 = scratch(ltab, vs)
-    return step_core(ltab, ptab, wa, wb, vs, ist, inp, 0, inp.shape[0], acc, acc16)
+    return step_core(ltab, ptab, wa, wb, vs, ist, inp, 0, inp.shape[0], scratch(ltab, vs))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, forceinline=True)
 def _record(ltab, vs, ist, t, out_spk, out_v, rec_spk, rec_vs):
     n_layers = ltab.shape[0]
     cnt_off = ist.shape[0] - n_layers
@@ -133,10 +169,10 @@ def run_steps(ltab, ptab, wa, wb, vs, ist, ev_idx, ev_ptr, out_spk, out_v, rec_s
     spikes of every layer (layers concatenated, Flatten included), the whole numeric state.
     Returns (status, steps done).
     """
-    acc, acc16 = scratch(ltab, vs)
+    work = scratch(ltab, vs)
     n_steps = ev_ptr.shape[0] - 1
     for t in range(n_steps):
-        st = step_core(ltab, ptab, wa, wb, vs, ist, ev_idx, ev_ptr[t], ev_ptr[t + 1] - ev_ptr[t], acc, acc16)
+        st = step_core(ltab, ptab, wa, wb, vs, ist, ev_idx, ev_ptr[t], ev_ptr[t + 1] - ev_ptr[t], work)
         if st != OK:
             return st, t
         _record(ltab, vs, ist, t, out_spk, out_v, rec_spk, rec_vs)
@@ -154,15 +190,17 @@ def run_batch(ltab, ptab, wa, wb, vs0, ist0, ev_idx, ev_ptr, out_spk, out_v, sta
     for b in prange(n_batch):
         vs = vs0.copy()
         ist = ist0.copy()
-        acc, acc16 = scratch(ltab, vs)
+        work = scratch(ltab, vs)
+        spk_b = out_spk[b]  # views made once per sample, not once per step
+        v_b = out_v[b]
         status[b] = OK
         for t in range(n_steps):
             st = step_core(ltab, ptab, wa, wb, vs, ist, ev_idx, ev_ptr[b, t], ev_ptr[b, t + 1] - ev_ptr[b, t],
-                           acc, acc16)
+                           work)
             if st != OK:
                 status[b] = st
                 break
-            _record(ltab, vs, ist, t, out_spk[b], out_v[b], empty_spk, empty_vs)
+            _record(ltab, vs, ist, t, spk_b, v_b, empty_spk, empty_vs)
 
 
 @njit(cache=True)

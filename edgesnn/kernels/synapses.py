@@ -3,73 +3,97 @@
 Input spikes arrive as a list of indices ``src[s0:s0 + n]``. Sums are exact: int8 rows are first summed in
 int16 (at most ROWS_PER_INT16 rows at a time, so an int16 can never overflow since |w| <= 127) and then
 added into the int32 accumulator; int16 (plastic) rows add straight into int32. The layer fan-in bound
-checked when a program is built keeps every int32 sum in range (docs/numerics.md).
+checked when a program is built keeps every int32 sum in range (docs/numerics.md). Float rows are added
+in pairs, (w0 + w1) then into acc, an order the float twin's results depend on.
+
+Speed: integer sums are exact in any order, so int8 rows are added eight per pass (the int16 partial sums
+are loaded and stored once for eight rows; the inner loop becomes vpmovsxbw/vpaddw on AVX2). The dense
+kernels index the flat weight pool with unsigned offsets (``U``): Numba then emits no negative-index
+wraparound in the inner loops, which would keep LLVM from vectorising them, and no array view is made
+per call (each view costs two atomic reference-count updates). ``forceinline``: see network.py.
 """
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
 ROWS_PER_INT16 = 256  # 256 * 127 = 32512 <= 32767
+U = np.uint64  # unsigned index type (see above)
 
 
-def dense_rows(W, src, s0, n, acc, acc16):
-    """acc[:] += sum over k < n of W[src[s0 + k], :]  (W is (n_in, n_out), input-major)."""
+def dense_rows(w, off, n_out, src, s0, n, acc, acc16):
+    """acc[:n_out] += sum over k < n of row src[s0 + k] of the (n_in, n_out) input-major matrix stored in
+    w[off:off + n_in * n_out]."""
     raise NotImplementedError("dense_rows is only callable from Numba-compiled code")
 
 
-@njit(cache=True)
-def _rows_direct(W, src, s0, n, acc):
-    n_out = W.shape[1]
+@njit(cache=True, forceinline=True)
+def _rows_direct(w, off, n_out, src, s0, n, acc):
+    m = U(n_out)
+    base = U(off)
     k = s0
     end = s0 + n
     while k + 2 <= end:
-        j0 = src[k]
-        j1 = src[k + 1]
-        for o in range(n_out):
-            acc[o] += W[j0, o] + W[j1, o]
+        r0 = base + U(src[k]) * m
+        r1 = base + U(src[k + 1]) * m
+        for o in range(m):
+            acc[o] += w[r0 + o] + w[r1 + o]
         k += 2
     if k < end:
-        j0 = src[k]
-        for o in range(n_out):
-            acc[o] += W[j0, o]
+        r0 = base + U(src[k]) * m
+        for o in range(m):
+            acc[o] += w[r0 + o]
 
 
-@njit(cache=True)
-def _rows_int8(W, src, s0, n, acc, acc16):
-    n_out = W.shape[1]
+@njit(cache=True, forceinline=True)
+def _rows_int8(w, off, n_out, src, s0, n, acc, acc16):
+    m = U(n_out)
+    base = U(off)
     end = s0 + n
     k = s0
     while k < end:
         stop = min(end, k + ROWS_PER_INT16)
-        for o in range(n_out):
+        for o in range(m):
             acc16[o] = 0
-        # four rows per pass: each pass loads and stores the partial sums once for four rows
-        while k + 4 <= stop:
-            j0 = src[k]
-            j1 = src[k + 1]
-            j2 = src[k + 2]
-            j3 = src[k + 3]
-            for o in range(n_out):
-                acc16[o] += (W[j0, o] + W[j1, o]) + (W[j2, o] + W[j3, o])
+        # eight rows per pass: the partial sums are loaded and stored once for eight rows
+        while k + 8 <= stop:
+            r0 = base + U(src[k]) * m
+            r1 = base + U(src[k + 1]) * m
+            r2 = base + U(src[k + 2]) * m
+            r3 = base + U(src[k + 3]) * m
+            r4 = base + U(src[k + 4]) * m
+            r5 = base + U(src[k + 5]) * m
+            r6 = base + U(src[k + 6]) * m
+            r7 = base + U(src[k + 7]) * m
+            for o in range(m):
+                acc16[o] += (((w[r0 + o] + w[r1 + o]) + (w[r2 + o] + w[r3 + o]))
+                             + ((w[r4 + o] + w[r5 + o]) + (w[r6 + o] + w[r7 + o])))
+            k += 8
+        if k + 4 <= stop:
+            r0 = base + U(src[k]) * m
+            r1 = base + U(src[k + 1]) * m
+            r2 = base + U(src[k + 2]) * m
+            r3 = base + U(src[k + 3]) * m
+            for o in range(m):
+                acc16[o] += (w[r0 + o] + w[r1 + o]) + (w[r2 + o] + w[r3 + o])
             k += 4
         while k < stop:
-            j0 = src[k]
-            for o in range(n_out):
-                acc16[o] += W[j0, o]
+            r0 = base + U(src[k]) * m
+            for o in range(m):
+                acc16[o] += w[r0 + o]
             k += 1
-        for o in range(n_out):
+        for o in range(m):
             acc[o] += acc16[o]
 
 
 @overload(dense_rows)
-def _dense_rows(W, src, s0, n, acc, acc16):
-    if W.dtype == types.int8:
-        def impl(W, src, s0, n, acc, acc16):
-            _rows_int8(W, src, s0, n, acc, acc16)
+def _dense_rows(w, off, n_out, src, s0, n, acc, acc16):
+    if w.dtype == types.int8:
+        def impl(w, off, n_out, src, s0, n, acc, acc16):
+            _rows_int8(w, off, n_out, src, s0, n, acc, acc16)
         return impl
 
-    def impl_direct(W, src, s0, n, acc, acc16):
-        _rows_direct(W, src, s0, n, acc)
+    def impl_direct(w, off, n_out, src, s0, n, acc, acc16):
+        _rows_direct(w, off, n_out, src, s0, n, acc)
     return impl_direct
 
 

@@ -18,7 +18,7 @@ from .quantize import FixedModel
 from .spec import Conv2d, Dense, Flatten, Network, Recurrent, SumPool2d, layer_kind
 
 MAX_FAN_IN_INT16 = 65535  # int16 weights: 65535 * 32767 < 2^31, so a sum of one step cannot overflow
-MAX_EVENTS_PER_STEP = 65535
+MAX_EVENTS_PER_STEP = K.MAX_EVENTS_PER_STEP
 
 
 @dataclass(eq=False)
