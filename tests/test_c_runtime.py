@@ -10,13 +10,13 @@ import ctypes
 import math
 import os
 import re
-import shutil
 import struct
 import subprocess
 import zlib
 
 import numpy as np
 import pytest
+from conftest import need
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,21 +36,12 @@ from firmware_gen.hostlib import DeviceStatusError, HostDevice
 from netgen import random_events, random_network
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
-REQUIRE = os.environ.get("EDGESNN_REQUIRE_TOOLCHAIN", "") not in ("", "0")
 HEADER = codegen.RUNTIME_DIR / "edgesnn.h"
 ARM_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-c")
 ARM_CPUS = {
     "cortex-m4f": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
     "cortex-m0plus": ("-mcpu=cortex-m0plus", "-mthumb"),
 }
-
-
-def need(tool: str):
-    if shutil.which(tool) is None:
-        msg = f"{tool} is not installed"
-        if REQUIRE:
-            pytest.fail(f"{msg} and EDGESNN_REQUIRE_TOOLCHAIN is set")
-        pytest.skip(f"{msg} (set EDGESNN_REQUIRE_TOOLCHAIN=1 to make this a failure)")
 
 
 @pytest.fixture(scope="module")

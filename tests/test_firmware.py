@@ -16,7 +16,6 @@ repository root) or $EDGESNN_DATA, and skips without them unless EDGESNN_REQUIRE
 import json
 import os
 import re
-import shutil
 import struct
 import subprocess
 import tomllib
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need
 
 from edgesnn import cli
 from edgesnn.model import modelfile, presets
@@ -36,20 +36,10 @@ from firmware_gen import verify as V
 from netgen import random_events, random_network
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRE = os.environ.get("EDGESNN_REQUIRE_TOOLCHAIN", "") not in ("", "0")
 REQUIRE_DATA = os.environ.get("EDGESNN_REQUIRE_DATA", "") not in ("", "0")
 EMULATED = ["qemu-mps2-an386", "qemu-mps2-an385", "qemu-netduinoplus2", "qemu-lm3s6965evb"]
 REAL = ["stm32f4-discovery", "nucleo-h743zi", "nrf52840-dk", "rpi-pico"]
 QEMU_TIMEOUT = 120
-
-
-def need(*tools):
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        msg = f"{', '.join(missing)} not installed"
-        if REQUIRE:
-            pytest.fail(f"{msg} and EDGESNN_REQUIRE_TOOLCHAIN is set")
-        pytest.skip(f"{msg} (.ci/setup-toolchain.sh installs it; EDGESNN_REQUIRE_TOOLCHAIN=1 makes this a failure)")
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from numba import njit
 from ..errors import InputError
 from ..kernels.arith import INT32_MAX, INT32_MIN, sat_add
 from ..kernels.prng import MASK, bernoulli_q16, next_u32, seed_state
+from ..kernels.network import dense_to_events
 from ..simulator import Events
 
 Q16_ONE = 1 << 16
@@ -98,25 +99,9 @@ def steps_to_csr(step, n_steps):
     return idx, ptr
 
 
-@njit(cache=True)
 def raster_to_csr(r):
     """Dense (T, n) raster of spike counts -> (idx, ptr); a count k repeats the index k times."""
-    T, n = r.shape
-    total = 0
-    for t in range(T):
-        for j in range(n):
-            if r[t, j] > 0:
-                total += r[t, j]
-    idx = np.empty(total, np.int32)
-    ptr = np.zeros(T + 1, np.int64)
-    p = 0
-    for t in range(T):
-        for j in range(n):
-            for _ in range(r[t, j]):
-                idx[p] = j
-                p += 1
-        ptr[t + 1] = p
-    return idx, ptr
+    return dense_to_events(np.ascontiguousarray(r))
 
 
 # ============================================================== rasters
