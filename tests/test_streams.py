@@ -95,25 +95,25 @@ def test_no_camera_is_said_plainly():
         open_source("camera:DVX-000000")
 
 
+def write_wav(path, samples, rate, channels=1):
+    """A 16-bit WAV file of int16 samples (interleaved when channels > 1)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(samples, "<i2").tobytes())
+    return path
+
+
 def test_wav_and_pcm(tmp_path):
     x = (1000 * np.sin(np.arange(1600) * 0.1)).astype("<i2")
-    p = tmp_path / "a.wav"
-    with wave.open(str(p), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(x.tobytes())
+    p = write_wav(tmp_path / "a.wav", x, 8000)
     src = WavSource(p, block=256)
     assert src.rate == 8000
     assert np.array_equal(np.concatenate(list(src.blocks())), x)
     pcm = PcmSource(io.BytesIO(x.tobytes() + b"\x01"), rate=8000, block=100)  # a stray odd byte is ignored
     assert np.array_equal(np.concatenate(list(pcm.blocks())), x)
-    stereo = tmp_path / "s.wav"
-    with wave.open(str(stereo), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(np.zeros(20, "<i2").tobytes())
+    stereo = write_wav(tmp_path / "s.wav", np.zeros(20, "<i2"), 8000, channels=2)
     with pytest.raises(SourceError, match="16-bit mono"):
         WavSource(stereo)
 
@@ -365,12 +365,7 @@ def test_run_cli_on_audio(tmp_path, capsys):
     main(["create", "--preset", "kws", "--out", str(kws)])
     main(["create", "--preset", "w1", "--out", str(w1)])
     x = (8000 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)).astype("<i2")
-    wav_path = tmp_path / "tone.wav"
-    with wave.open(str(wav_path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(x.tobytes())
+    wav_path = write_wav(tmp_path / "tone.wav", x, 8000)
     capsys.readouterr()
     assert main(["run", "--source", str(wav_path), "--model", str(kws), "--json", "--min-events", "1"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
