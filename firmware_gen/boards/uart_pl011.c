@@ -43,9 +43,12 @@ void uart_putc(uint8_t c)
 
 void uart_irq_handler(void)
 {
+    /* Clear first: a byte that arrives after the last FIFO check raises the interrupt again. Cleared
+       after the loop, such a byte would sit in the FIFO with no interrupt pending until the next one
+       came (a frame's last byte could wait for ever). */
+    UART_ICR = INT_RX | INT_RT;
     while (!(UART_FR & FR_RXFE)) {
         board_rx_push((uint8_t)(UART_DR & 0xFFu));
     }
     UART_RSR = 0u;                       /* clear receive errors */
-    UART_ICR = INT_RX | INT_RT;
 }
