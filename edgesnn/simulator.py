@@ -18,6 +18,8 @@ from .kernels import layout as K
 from .kernels import network as kn
 from .model.program import Program, build_fixed, build_float
 
+_INT32 = np.dtype(np.int32)
+
 
 @dataclass(eq=False)
 class Events:
@@ -82,15 +84,15 @@ class Simulator:
         self.vs, self.ist = program.new_state()
         p = program
         self._args = (p.ltab, p.ptab, p.wa, p.wb)
+        self._ltab, self._ptab, self._wa, self._wb, self._step = p.ltab, p.ptab, p.wa, p.wb, kn.step
         self.n_inputs = int(p.ltab[0, K.L_N_IN])
         self.n_outputs = int(p.ltab[-1, K.L_N_OUT])
         sizes = p.layer_sizes()
         self.layer_base = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self._cnt_off = p.n_ist - p.n_layers
-        # the output layer's spike list and count, as views into the state (for a cheap streaming step)
+        # the output layer's spike list, a view into the state (for a cheap streaming step)
         s_off = int(p.ltab[-1, K.L_S_OFF])
         self._out_list = self.ist[s_off:s_off + self.n_outputs]
-        self._out_count = self._cnt_off + p.n_layers - 1
         self.steps = 0
 
     @classmethod
@@ -124,15 +126,16 @@ class Simulator:
     def step(self, events) -> np.ndarray:
         """Advance one step; ``events`` are the active input indices. Returns the output spike indices."""
         inp = events
-        if type(inp) is not np.ndarray or inp.dtype != np.int32 or inp.ndim != 1 or not inp.flags.c_contiguous:
+        # the cheapest checks that keep numba from compiling a new variant (dtype objects are singletons)
+        if type(inp) is not np.ndarray or inp.dtype is not _INT32 or inp.ndim != 1 or not inp.flags.c_contiguous:
             inp = np.ascontiguousarray(events, dtype=np.int32)
             if inp.ndim != 1:
                 raise InputError(f"a step takes a 1-D list of input indices, got shape {inp.shape}")
-        status = kn.step(*self._args, self.vs, self.ist, inp)
-        if status:
-            self._raise_status(status, inp, f"step {self.steps}; the step was not applied")
+        n = self._step(self._ltab, self._ptab, self._wa, self._wb, self.vs, self.ist, inp)
+        if n < 0:
+            self._raise_status(n, inp, f"step {self.steps}; the step was not applied")
         self.steps += 1
-        return self._out_list[:self.ist[self._out_count]].copy()
+        return self._out_list[:n].copy()
 
     def step_dense(self, x) -> np.ndarray:
         """Advance one step from a dense vector of event counts per input (booleans count 0 or 1)."""

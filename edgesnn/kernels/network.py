@@ -132,8 +132,13 @@ def scratch(ltab, vs):
 
 @njit(cache=True)
 def step(ltab, ptab, wa, wb, vs, ist, inp):
-    """One streaming step: the events of this step are all of ``inp``."""
-    return step_core(ltab, ptab, wa, wb, vs, ist, inp, 0, inp.shape[0], scratch(ltab, vs))
+    """One streaming step: the events of this step are all of ``inp``. Returns the number of output
+    spikes (>= 0; they are the output layer's spike list in ``ist``) or a negative status, so that the
+    caller needs no second look into the state."""
+    status = step_core(ltab, ptab, wa, wb, vs, ist, inp, 0, inp.shape[0], scratch(ltab, vs))
+    if status != OK:
+        return status
+    return ist[ist.shape[0] - 1]
 
 
 @njit(cache=True, _nrt=False, forceinline=True)
