@@ -255,6 +255,69 @@ def test_runner_and_window_decider_on_a_synthetic_stream():
     assert m.latency_p99_ms >= m.latency_p50_ms > 0
 
 
+class _ScriptedLiveSource:
+    """A live source on a scripted wall clock: yields (wall time, batch) pairs, setting the clock first."""
+
+    live, resolution, name = True, (4, 4), "scripted"
+
+    def __init__(self, script):
+        self.script, self.now = script, 0.0
+
+    def clock(self):
+        return self.now
+
+    def batches(self):
+        for wall, batch in self.script:
+            self.now = wall
+            yield batch
+
+    def close(self):
+        pass
+
+
+def test_live_steps_close_on_the_wall_clock_through_a_pause():
+    """A 300 ms pause in a live stream: its empty steps run one by one as they fall due, not all at once
+    when the next event comes; no step runs before it is due or is late by more than one idle tick."""
+    from edgesnn.simulator import Simulator
+    from edgesnn.streams.sources import IDLE
+
+    w0, ms, tick = 100.0, 1e-3, 0.25e-3
+    deliveries = {}
+    for k in list(range(10)) + list(range(310, 320)):   # 1 ms slices, delivered 0.3 ms after they end
+        t = k * 1000 + np.array([100, 500, 900], np.int64)
+        deliveries[round(w0 + (k + 1) * ms + 0.3e-3, 9)] = events(t, [1, 2, 3], [0, 1, 2], [1, 0, 1])
+    script, wall = [], w0
+    for j in range(int(0.330 / tick)):
+        wall = round(w0 + j * tick, 9)
+        for at in sorted(a for a in deliveries if wall - tick < a <= wall):
+            script.append((at, deliveries[at]))
+        script.append((wall, IDLE))
+    src = _ScriptedLiveSource(script)
+    ran = {}
+
+    def on_chunk(first, rec, ev):
+        for s in range(first, first + ev.n_steps):
+            ran[s] = src.now
+    r = StreamRunner(Simulator.fixed(_Model.make()), InputMap((4, 4), (2, 4, 4)), 1e-3, live=True,
+                     close_after=2e-3, clock=src.clock)
+    m = r.run(src, on_chunk=on_chunk)
+    offset = w0 + 0.5e-3   # the earliest delivery, arrival - (last event - t0), with t0 the first event (100 us)
+    due = {s: offset + (s + 1) * ms + 2e-3 for s in ran}
+    timer_closed = range(10, 308)   # 308 and 309 are closed by step 310's events, before they fall due
+    assert all(s in ran for s in range(320)) and m.late_events == 0 and m.events == 60
+    assert all(due[s] - 1e-9 <= ran[s] <= due[s] + 1e-9 for s in timer_closed)
+    assert len({ran[s] for s in timer_closed}) == len(timer_closed)   # one step per due time, never a burst
+    assert m.latency_max_ms <= tick * 1e3 + 1e-6
+    # the same stream without wall-clock closing: the pause's steps wait for the next event
+    src2 = _ScriptedLiveSource(script)
+    ran.clear()
+    r = StreamRunner(Simulator.fixed(_Model.make()), InputMap((4, 4), (2, 4, 4)), 1e-3, live=True,
+                     close_after=math.inf, clock=src2.clock)
+    src = src2
+    r.run(src2, on_chunk=on_chunk)
+    assert len({ran[s] for s in range(10, 308)}) == 1
+
+
 def test_latency_histogram_percentiles():
     h = LatencyHistogram()
     x = np.linspace(1e-4, 1e-3, 1000)
@@ -387,5 +450,7 @@ def test_run_cli_on_a_live_network_stream(w1_model, capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     s = lines[-1]
     assert s["source"] == f"tcp://127.0.0.1:{port}"
-    assert s["events"] == 63471 and s["dropped_events"] == 0 and s["steps"] == 1450
+    assert s["events"] == 63471 and s["dropped_events"] == 0
+    # steps go on with the wall clock after the last event, until the sender leaves (it lingers <= 2 s)
+    assert 1450 <= s["steps"] <= 1450 + 2500
     assert 0.5 < s["realtime_factor"] < 1.5          # paced by the sender

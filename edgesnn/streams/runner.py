@@ -5,8 +5,11 @@
 
 Binning: step k holds the events with t0 + k*dt <= t < t0 + (k+1)*dt (t0: the first event's time). A
 step is closed, and simulated, once an event of a later step has arrived; empty steps in between are
-simulated too (the neurons leak). Events older than the open step ("late") join the open step and are
-counted.
+simulated too (the neurons leak). A live source's steps are also closed on the wall clock: stream time is
+mapped to wall time by the earliest delivery seen so far (the smallest arrival - event time of a batch's
+last event), and step k is closed ``close_after`` seconds after its end has passed, even when nothing
+arrives (a pause in the stream runs its empty steps as they fall due, not all at once when the next event
+comes). Events older than the open step ("late") join the open step and are counted.
 
 Policies when the input is too much (never silent, never unbounded memory):
 - a step with more than ``max_events_per_step`` events (65535, the emulator's limit) keeps an evenly
@@ -18,10 +21,11 @@ Policies when the input is too much (never silent, never unbounded memory):
   measured in stream time, so a late or bursty sender does not cause drops; a slow loop does. Steps are
   simulated in chunks of at most ``max_chunk`` steps, and the latency histogram has a fixed size.
 
-Latency of a step: from the moment the source delivered the batch that closed it until the emulator
-finished it (transforms, binning and simulation included). When one batch closes k steps (e.g. the empty
-steps of a pause, closed by the first event after it), the emulator runs them in one call and step j is
-taken to finish at start + (j + 1) / k of that call's duration.
+Latency of a step: from the moment it could be closed until the emulator finished it (transforms,
+binning and simulation included): the arrival of the batch that closed it, or for a step closed on the
+wall clock the moment it fell due (its end + ``close_after``, on the mapped clock; waiting for the wall
+clock is not latency, reacting late to it is). When k steps are closed together, the emulator runs them
+in one call and step j is taken to finish at start + (j + 1) / k of that call's duration.
 """
 from __future__ import annotations
 
@@ -35,6 +39,9 @@ from numba import njit
 from ..errors import InputError
 from ..model.program import MAX_EVENTS_PER_STEP
 from ..simulator import Events
+
+
+_NO_T, _NO_I = np.zeros(0, np.int64), np.zeros(0, np.int32)
 
 
 def _events(idx, ptr) -> Events:
@@ -78,8 +85,9 @@ class Binner:
         self.late_events = 0
         self.subsampled_events = 0
 
-    def push(self, t, idx, final: bool = False):
-        """Add events; returns (first step index, Events of the steps now closed) (possibly 0 steps)."""
+    def push(self, t, idx, final: bool = False, until: int = 0):
+        """Add events; returns (first step index, Events of the steps now closed) (possibly 0 steps).
+        ``until``: also close every step before this one (the wall clock says they are over)."""
         t = np.asarray(t, np.int64)
         idx = np.asarray(idx, np.int32)
         if self.t0 is None:
@@ -97,6 +105,7 @@ class Binner:
             step, idx, t = step[order], idx[order], t[order]
         first = self.open_step
         end = first if step.size == 0 else int(step[-1]) + (1 if final else 0)   # steps < end are closed
+        end = max(end, int(until))
         if end <= first:
             self._t, self._i = t, idx
             return first, _events(np.zeros(0, np.int32), np.zeros(1, np.int64))
@@ -241,12 +250,15 @@ class StreamRunner:
     ``live``: apply the drop policy (``max_lag`` seconds of backlog).
     ``pace``: for a recording, sleep so that steps are simulated no earlier than their wall-clock time
     (``speed``: stream seconds per wall second).
+    ``close_after``: live sources: close a step this many seconds after its end has passed on the wall
+    clock, whether or not a later event came (the allowance for delivery jitter; events later than that
+    join the open step and are counted as late; ``math.inf``: only events close steps).
     """
 
     def __init__(self, sim, input_map, dt: float, transforms=(), live: bool = False, pace: bool = False,
                  speed: float = 1.0, max_lag: float = 0.1, max_chunk: int = 1000,
                  max_events_per_step: int = MAX_EVENTS_PER_STEP, origin_us: int | None = None,
-                 clock=time.perf_counter):
+                 close_after: float = 0.002, clock=time.perf_counter):
         self.sim, self.imap, self.transforms = sim, input_map, list(transforms)
         self.dt_us = int(round(dt * 1e6))
         if abs(self.dt_us - dt * 1e6) > 1e-6:
@@ -260,6 +272,11 @@ class StreamRunner:
         self._spikes = np.zeros(sim.program.n_layers, np.int64)
         self._wall0 = None
         self._last_done = None
+        if not close_after >= 0:
+            raise InputError(f"close_after is the wall-clock allowance after a step's end and must be >= 0 "
+                             f"seconds, got {close_after}")
+        self.close_after = float(close_after)
+        self._offset = None   # wall time (s) at which stream time t0 was due, from the earliest delivery
 
     def _due(self, step_end: int) -> float:
         """Wall-clock time at which stream step ``step_end`` (exclusive) is complete."""
@@ -277,9 +294,14 @@ class StreamRunner:
         try:
             for batch in source.batches():
                 arrival = self.clock()
+                if batch.shape[0] == 0:   # a live source waiting: close what the wall clock says is over
+                    if self.live:
+                        self._close_due(arrival, on_chunk)
+                    continue
                 if self._wall0 is None:
                     self._wall0 = arrival
                 self.m.events += batch.shape[0]
+                t_last = int(batch["t"][-1])
                 for f in self.transforms:
                     batch = f(batch)
                 t, idx = self.imap(batch)
@@ -287,6 +309,9 @@ class StreamRunner:
                 first, ev = self.binner.push(t, idx)
                 span = int(batch["t"][-1] - batch["t"][0]) if batch.shape[0] else 0
                 self._process(first, ev, arrival, on_chunk, span_us=span)
+                if self.live:
+                    due = arrival - (t_last - self.binner.t0) * 1e-6
+                    self._offset = due if self._offset is None else min(self._offset, due)
                 if max_steps is not None and self.binner.open_step >= max_steps:
                     break
             else:   # the stream ended: close the open step (no lag policy: it closed because the source ended)
@@ -301,7 +326,21 @@ class StreamRunner:
         self.m.wall_s = (self._last_done if self._last_done is not None else self.clock()) - start
         return self._finish()
 
+    def _close_due(self, now, on_chunk):
+        """Close (and run) every step whose end is ``close_after`` or more in the past on the wall clock."""
+        if self._offset is None or self.close_after == math.inf:
+            return
+        until = int((now - self._offset - self.close_after) * 1e6 + 1e-3) // self.dt_us   # 1 ns for rounding
+        if until <= self.binner.open_step:
+            return
+        first, ev = self.binner.push(_NO_T, _NO_I, until=until)
+        # step s fell due at offset + (s + 1) * dt + close_after
+        due = self._offset + self.close_after + (np.arange(first, first + ev.n_steps) + 1) * (self.dt_us * 1e-6)
+        self._process(first, ev, due, on_chunk)
+
     def _process(self, first, ev, arrival, on_chunk, final=False, span_us=0):
+        """Run the closed steps ``ev`` (``first`` is the first's index); ``arrival``: when they could be
+        closed (one time, or one per step)."""
         n = ev.n_steps
         if n == 0:
             return
@@ -312,6 +351,8 @@ class StreamRunner:
             self.m.dropped_events += int(ev.ptr[k])
             ev = _events(ev.idx[ev.ptr[k]:], ev.ptr[k:] - ev.ptr[k])
             first, n = first + k, n - k
+            if np.ndim(arrival):
+                arrival = arrival[k:]
         for a in range(0, n, self.max_chunk):
             b = min(n, a + self.max_chunk)
             sub = ev if (a == 0 and b == n) else _events(ev.idx[ev.ptr[a]:ev.ptr[b]], ev.ptr[a:b + 1] - ev.ptr[a])
@@ -325,10 +366,11 @@ class StreamRunner:
             done = self.clock()
             self._last_done = done
             k = b - a
+            ready = arrival[a:b] if np.ndim(arrival) else arrival
             if k == 1:
-                self.hist.add(done - arrival)
+                self.hist.add(done - (ready[0] if np.ndim(ready) else ready))
             else:   # the steps of a chunk finish one after the other: step j at about start + (j+1)/k of the run
-                self.hist.add_many((t_start - arrival) + (done - t_start) * np.arange(1, k + 1) / k)
+                self.hist.add_many((t_start - ready) + (done - t_start) * np.arange(1, k + 1) / k)
             self.m.steps += b - a
             base = self.sim.layer_base
             tot = rec.spikes.sum(axis=0, dtype=np.int64)

@@ -3,7 +3,8 @@
 An event source has ``resolution`` (width, height), ``live`` (True when it paces itself to a sensor or a
 network peer) and ``batches()``, an iterator of time-ordered structured arrays of ``EVENT_DTYPE``
 (t int64 microseconds, x int16, y int16, p int8 in {0, 1}); it ends when the recording ends or the peer
-disconnects. ``open_source(spec)`` picks one from a string:
+disconnects. A live source also yields the empty batch ``IDLE`` while it waits, so that the consumer
+can close steps on the wall clock. ``open_source(spec)`` picks one from a string:
 
     file.aedat4          dv-processing MonoCameraRecording (any resolution)
     file.bs2             SLAYER / N-MNIST binary (5 bytes per event, big-endian bit fields)
@@ -38,6 +39,10 @@ def empty_events(n: int = 0) -> np.ndarray:
     return np.zeros(n, EVENT_DTYPE)
 
 
+IDLE = empty_events(0)   # what a live source yields while it waits for events
+IDLE.flags.writeable = False
+
+
 def from_dv(store) -> np.ndarray:
     """dv.EventStore -> EVENT_DTYPE array (a zero-copy view of EventStore.numpy())."""
     a = store.numpy()
@@ -60,6 +65,9 @@ def to_dv(ev: np.ndarray):
 
 
 class EventSource:
+    """``batches()`` yields time-ordered event batches; a live source also yields the empty batch
+    ``IDLE`` while it waits, so that its consumer can close steps on the wall clock."""
+
     resolution: tuple = (0, 0)
     live: bool = False
     name: str = "source"
@@ -203,6 +211,7 @@ class NetworkSource(EventSource):
                     return
                 if self.idle_timeout is not None and time.monotonic() - last > self.idle_timeout:
                     return
+                yield IDLE   # lets the consumer close steps on the wall clock while nothing arrives
                 time.sleep(self.poll_s)
                 continue
             last = time.monotonic()
@@ -249,6 +258,7 @@ class CameraSource(EventSource):
         while self._cam.isRunning():
             b = self._cam.getNextEventBatch()
             if b is None:
+                yield IDLE
                 time.sleep(0.0002)
                 continue
             if b.size():
