@@ -119,14 +119,15 @@ def cmd_verify(args):
     from firmware_gen import profiles, verify
     from .model import modelfile
 
-    if args.port:
-        raise EdgeSNNError(f"--port {args.port}: verifying a real board over a serial port needs the device "
-                           f"link, which does not exist yet; verify runs on emulated boards "
-                           f"(`edgesnn devices` marks them)")
-    prof = profiles.load(args.device)
     model = modelfile.load(args.model)
     events, what = verify.load_input(args.input, model, args.steps)
     say = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if args.port:
+        return verify_port(args, model, events, what, say)
+    if not args.device:
+        raise EdgeSNNError("verify needs --device PROFILE (an emulated board: built and run under QEMU) or "
+                           "--port URL (a board running the application firmware, over the device link)")
+    prof = profiles.load(args.device)
     res = verify.verify(model, prof, events, work_dir=args.keep, timeout=args.timeout, progress=say)
     res["input"] = what
     res_out = dict(res)
@@ -144,6 +145,55 @@ def cmd_verify(args):
             f"flash {res['flash_bytes']:,} B, RAM {res['ram_bytes']:,} B (verify build, input included)"]
     emit(args, res_out, "\n".join(text))
     return 0 if res["identical"] else 1
+
+
+def verify_port(args, model, events, what, say):
+    from firmware_gen.linkverify import verify_link
+
+    res = verify_link(model, args.port, events, progress=say)
+    res["input"] = what
+    m, cyc = res["first_mismatch"], res["cycles"]
+    text = [f"{res['device']} at {res['url']}: {what}",
+            f"identical: output spikes and membrane at every step, every v, i, a of every layer after every "
+            f"chunk ({res['steps']} steps)" if res["identical"] else
+            f"DIFFERENT: first at step {m['step']}, layer {m['layer']}, {m['what']}"
+            + (f" of neuron {m['neuron']}" if m["neuron"] is not None else "")
+            + f": emulator {m['emulator']}, device {m['device']}"]
+    if cyc:
+        text.append(f"cycles per step: mean {cyc['mean']:,.0f}, min {cyc['min']:,.0f}, max {cyc['max']:,.0f} "
+                    f"at {cyc['clock_hz'] / 1e6:g} MHz")
+    emit(args, res, "\n".join(text))
+    return 0 if res["identical"] else 1
+
+
+def cmd_flash(args):
+    from firmware_gen import flash as F
+
+    def say(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    bar = progress("stm32-uart") if args.method == "stm32-uart" else None
+    res = F.flash(args.dir, args.device, port=args.port, method=args.method, drive=args.drive,
+                  timeout=args.timeout, detach=args.detach, progress=bar, say=say)
+    if res.proc is None:                                           # a real board
+        d = res.details
+        summary = f"flashed {res.image} to {res.profile} with {res.method}" + (
+            f" ({d['bytes']:,} bytes at 0x{d['address']:08X}, {'verified, ' if d['verified'] else ''}"
+            f"{d['seconds']:.1f} s)" if res.method == "stm32-uart" else "")
+        emit(args, res.to_json(), res.url or summary)
+        if res.url and not args.json:
+            say(f"{summary}; HELLO from {res.url}, model hash {res.hash}")
+        return 0
+    out = {"url": res.url, "pid": res.pid, "profile": res.profile, "hash": res.hash, "detached": args.detach,
+           "log": res.log}
+    print(json.dumps(out) if args.json else res.url + (f"\npid {res.pid}" if args.detach else ""), flush=True)
+    if args.detach:
+        say(f"QEMU (pid {res.pid}) keeps running {res.profile} in the background, model hash {res.hash}; "
+            f"stop it with `kill {res.pid}`")
+        return 0
+    say(f"{res.profile} runs under QEMU (pid {res.pid}), model hash {res.hash}; connect to {res.url}. "
+        f"Ctrl-C stops it")
+    return F.hold(res, say)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,20 +247,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="run a model on a board and on the emulator; compare every step")
     v.add_argument("model", metavar="MODEL")
-    v.add_argument("--device", required=True, metavar="PROFILE", help="an emulated board profile")
+    v.add_argument("--device", default=None, metavar="PROFILE",
+                   help="an emulated board profile: build the verify firmware and run it under QEMU")
     v.add_argument("--input", required=True, metavar="SRC",
                    help="random:RATE (Bernoulli, model seed), PATH.bs2[:WxH] (DVS events), empty or all")
     v.add_argument("--steps", type=int, default=None,
                    help="steps to run (default: 100 for random/empty/all, the whole recording for .bs2)")
-    v.add_argument("--port", default=None, help="a real board's serial port (not supported yet)")
+    v.add_argument("--port", default=None, metavar="URL",
+                   help="instead: a board running the application firmware (a serial port, socket://HOST:PORT "
+                        "from `edgesnn flash`, a pty), checked over the device link")
     v.add_argument("--keep", default=None, metavar="DIR", help="keep the verify project in DIR (reused)")
     v.add_argument("--timeout", type=float, default=600, help="seconds QEMU may run (default 600)")
     v.add_argument("--per-step", action="store_true", help="include every step's instruction count (--json)")
     v.add_argument("--json", action="store_true", help="print a JSON object")
     v.set_defaults(func=cmd_verify)
 
+    fl = sub.add_parser("flash", help="put an exported project on its board (emulated: start QEMU, UART on TCP)")
+    fl.add_argument("dir", metavar="DIR", help="an exported project (built first when needed)")
+    fl.add_argument("--device", default=None, metavar="PROFILE",
+                    help="board profile (default: the one the project was exported for)")
+    fl.add_argument("--port", default=None, metavar="URL",
+                    help="emulated: socket://127.0.0.1:PORT for the UART (default: a free port); real board: "
+                         "the firmware's serial port, HELLO is awaited there after flashing; stm32-uart: the "
+                         "boot loader's serial port")
+    fl.add_argument("--method", default=None, choices=["qemu", "openocd", "pyocd", "st-flash", "nrfjprog",
+                                                       "picotool", "uf2", "stm32-uart"],
+                    help="override the profile's [flash_method] (e.g. stm32-uart: the ROM boot loader)")
+    fl.add_argument("--drive", default=None, metavar="PATH", help="uf2: the mounted boot drive (default: look "
+                                                                  "under /media/$USER and /run/media/$USER)")
+    fl.add_argument("--detach", action="store_true", help="emulated: leave QEMU running in the background")
+    fl.add_argument("--timeout", type=float, default=30, help="seconds to wait for HELLO (default 30)")
+    fl.add_argument("--json", action="store_true", help="print a JSON object")
+    fl.set_defaults(func=cmd_flash)
+
     from .streams.commands import add_verbs as add_stream_verbs  # run, replay, demo
     add_stream_verbs(sub)
+    from .device.commands import add_verbs as add_device_verbs  # emulate
+    add_device_verbs(sub)
     return p
 
 
