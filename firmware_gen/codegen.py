@@ -23,14 +23,15 @@ from edgesnn.kernels import layout as K
 from . import blob as B
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
-RUNTIME_FILES = ("edgesnn.h", "edgesnn.c")
+RUNTIME_FILES = ("edgesnn.h", "edgesnn.c", "esnn_link.h", "esnn_link.c")   # esnn_link: the device link
 HOST_DIR = Path(__file__).parent / "host"
 
 # What write_project puts in a project directory. Board glue (main, UART, timers), the Makefile and the
 # CLI that drives them are added later by the board support, through write_project(extra_files=...), at
 # the places reserved here so that nothing collides.
 PROJECT_LAYOUT = {
-    "runtime": "edgesnn.h, edgesnn.c: the C runtime, copied unchanged",
+    "runtime": "edgesnn.h, edgesnn.c: the C runtime, and esnn_link.h, esnn_link.c: the device link "
+               "(docs/protocol.md), copied unchanged",
     "model": "model_data.h, model_data.c: generated from the model",
     "blob": "model.blob: the weight blob of the same model (to load at run time instead)",
     "board": "board/: board glue (reserved for the board support)",

@@ -3,6 +3,8 @@
     res = run(elf, profile, timeout=60)            # UART output to a file, exit code from semihosting
     with Session(elf, profile) as s:               # UART on a local socket, for a conversation
         s.sock.sendall(b"...")
+    with Session(elf, profile, tcp=True) as s:     # UART on TCP 127.0.0.1 at a free port, for a client:
+        dev = edgesnn.device.connect(s.url)        # s.url is socket://127.0.0.1:PORT
 
 Every run uses ``-semihosting-config enable=on,target=native`` (the firmware's board_exit ends QEMU with
 an exit code through SYS_EXIT_EXTENDED) and, unless asked otherwise, ``-icount shift=0``: one instruction
@@ -94,12 +96,28 @@ def run(elf, profile, timeout: float = 120, icount_shift: int | None = 0) -> Run
         return RunResult(res.returncode, data, res.stderr.decode(errors="replace"), time.monotonic() - t0)
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Session:
     """QEMU running ``elf`` with UART 0 on a UNIX socket in a temporary directory (no TCP port to
-    collide with a parallel test); ``sock`` is connected. QEMU is killed on exit from the block."""
+    collide with a parallel test); ``sock`` is connected. QEMU is killed on exit from the block.
 
-    def __init__(self, elf, profile, icount_shift: int | None = None, timeout: float = 10):
+    With ``tcp=True`` the UART is a TCP server on 127.0.0.1 at a free port instead
+    (``-serial tcp:127.0.0.1:PORT,server=on,wait=off,nodelay=on``): ``url`` is
+    ``socket://127.0.0.1:PORT`` for edgesnn.device.connect (or any client; QEMU accepts a new connection
+    after one closes) and ``sock`` is None. Bytes the firmware sends while no client is connected are lost."""
+
+    def __init__(self, elf, profile, icount_shift: int | None = None, timeout: float = 10, tcp: bool = False):
         self._dir = tempfile.TemporaryDirectory(prefix="esnn-qemu-")
+        self.url = None
+        self.sock = None
+        if tcp:
+            self._start_tcp(elf, profile, icount_shift, timeout)
+            return
         path = Path(self._dir.name) / "uart.sock"
         cmd = command(elf, profile, f"unix:{path},server=on,wait=off", icount_shift)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -117,8 +135,37 @@ class Session:
                     raise QemuError(f"QEMU did not open its UART socket: {' '.join(cmd)}\n{err}") from None
                 time.sleep(0.02)
 
+    def _start_tcp(self, elf, profile, icount_shift, timeout: float):
+        """QEMU with the UART on a TCP server; waits until it accepts a connection. The port is found
+        free just before QEMU binds it: if another process takes it in between, QEMU fails and a new
+        port is tried."""
+        last = ""
+        for _ in range(5):
+            port = _free_port()
+            # nodelay: without it each small reply waits for the peer's delayed ACK (~40 ms a round trip)
+            cmd = command(elf, profile, f"tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on", icount_shift)
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE)
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    # a probe: QEMU accepts it, sees it close, and listens again for the real client
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    self.url = f"socket://127.0.0.1:{port}"
+                    return
+                except OSError:
+                    time.sleep(0.02)
+            if self.proc.poll() is None:
+                self.close()
+                raise QemuError(f"QEMU did not open its UART on TCP port {port}: {' '.join(cmd)}")
+            last = self.proc.stderr.read().decode(errors="replace")
+            for f in (self.proc.stdout, self.proc.stderr):
+                f.close()
+        self._dir.cleanup()
+        raise QemuError(f"QEMU could not open a TCP port for its UART: {last}")
+
     def read(self, n: int, timeout: float = 10) -> bytes:
-        """Exactly ``n`` bytes, or QemuError after ``timeout`` seconds."""
+        """Exactly ``n`` bytes, or QemuError after ``timeout`` seconds (UNIX socket sessions)."""
         buf = bytearray()
         deadline = time.monotonic() + timeout
         while len(buf) < n:
@@ -138,7 +185,8 @@ class Session:
 
     def close(self):
         try:
-            self.sock.close()
+            if self.sock is not None:
+                self.sock.close()
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()

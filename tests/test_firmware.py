@@ -30,7 +30,7 @@ from edgesnn.model import modelfile, presets
 from edgesnn.model.quantize import quantize
 from edgesnn.model.spec import Dense, Network, Neuron
 from edgesnn.simulator import Events
-from firmware_gen import boot2, build, export, profiles, qemu, rawlink, uf2
+from firmware_gen import boot2, build, export, profiles, qemu, uf2
 from firmware_gen import verify as V
 
 from netgen import random_events, random_network
@@ -397,9 +397,9 @@ def test_verify_refuses_real_boards_and_ports(tmp_path, capsys):
         V.verify(m, "nrf52840-dk", V.load_input("empty", m, 2)[0])
     path = tmp_path / "w2.esnn"
     modelfile.save(m, path)
-    assert cli.main(["verify", str(path), "--device", "qemu-mps2-an386", "--input", "empty",
-                     "--port", "/dev/ttyACM0"]) == 2
-    assert "device link" in capsys.readouterr().err
+    # --port: over the device link (tests/test_device_cli.py); a port that is not there is said plainly
+    assert cli.main(["verify", str(path), "--input", "empty", "--port", "/dev/no-such-board"]) == 2
+    assert "cannot open '/dev/no-such-board'" in capsys.readouterr().err
 
 
 # ================================================================== QEMU: bit-exact with the emulator
@@ -565,30 +565,32 @@ def test_dvs_conv_on_the_dvs_gesture_recordings(emu, dvs_files, tmp_path):
 
 @pytest.mark.parametrize("board", ["qemu-mps2-an386", "qemu-netduinoplus2", "qemu-lm3s6965evb"])
 def test_app_firmware_steps_over_the_uart(emu, tmp_path, board):
-    """The exported application firmware, driven frame by frame over its interrupt-driven UART (the
-    netduinoplus2 drops what arrives before its USART is on: the host repeats its hello)."""
+    """The exported application firmware, driven over its interrupt-driven UART with the wire protocol
+    (docs/protocol.md) by edgesnn.device (the netduinoplus2 drops what arrives before its USART is on:
+    the client repeats its HELLO). tests/test_device_firmware.py covers the protocol in depth."""
+    from edgesnn.device import DeviceError, connect
+    from edgesnn.device import protocol as P
     from edgesnn.simulator import Simulator
     model = quantize(presets.make("w2"))
     export.export_project(model, board, tmp_path)
     rep = build.build_project(tmp_path)
     sim = Simulator.fixed(model)
     rng = np.random.default_rng(4)
-    with qemu.Session(rep["elf"], board) as s:
-        link = rawlink.RawLink(s)
-        hello = link.hello()
-        link.drain()
-        assert hello["n_inputs"] == 64 and hello["hash"] == V._hash_hex(model)
-        for t in range(25):
-            ev = np.flatnonzero(rng.random(64) < 0.2)
-            status, _, out = link.step(ev)
-            assert status == 0 and out == sim.step(ev).tolist(), t
-        link.reset()
+    with qemu.Session(rep["elf"], board, tcp=True) as s, connect(s.url, timeout=10) as dev:
+        info = dev.info
+        assert info.n_inputs == 64 and info.model_hash.hex() == V._hash_hex(model) and info.name == board
+        steps = [np.flatnonzero(rng.random(64) < 0.2).tolist() for _ in range(25)]
+        out = dev.run(steps)
+        for t, ev in enumerate(steps):
+            assert out.spikes[t].tolist() == sim.step(ev).tolist(), t
+        dev.reset()
         sim.reset()
-        big = list(range(64)) * 30                                  # 1920 indices: longer than the ring
-        status, _, out = link.step(big)
-        assert status == 0 and out == sim.step(big).tolist()
-        status, _, _ = link.step([64])                              # out of range: refused, state kept
-        assert status == -1
+        big = list(range(64)) * (info.max_events // 64)              # longer than the receive ring
+        assert dev.step(big).spikes.tolist() == sim.step(big).tolist()
+        req = P.pack_step_request(0, [P.StepIn([64])])                # out of range: refused, state kept
+        with pytest.raises(DeviceError) as e:
+            dev.request(P.Msg.STEP, req)
+        assert e.value.code == P.Err.STEP and e.value.detail == -1
 
 
 # ================================================================== the command line, end to end

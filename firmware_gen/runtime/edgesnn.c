@@ -1034,19 +1034,24 @@ int32_t esnn_model_check(const esnn_model_t *model)
 /* ------------------------------------------------------------------ weight blob */
 
 /* CRC32 of zlib (reflected polynomial 0xEDB88320), four bits at a time: a 64-byte table. */
-uint32_t esnn_crc32(const uint8_t *data, uint32_t len)
+uint32_t esnn_crc32_update(uint32_t crc, const uint8_t *data, uint32_t len)
 {
     static const uint32_t tab[16] = {
         0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu, 0x76DC4190u, 0x6B6B51F4u, 0x4DB26158u, 0x5005713Cu,
         0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu, 0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu,
     };
-    uint32_t c = 0xFFFFFFFFu, k;
+    uint32_t c = ~crc, k;
     for (k = 0; k < len; k++) {
         c ^= data[k];
         c = (c >> 4) ^ tab[c & 15u];
         c = (c >> 4) ^ tab[c & 15u];
     }
     return ~c;
+}
+
+uint32_t esnn_crc32(const uint8_t *data, uint32_t len)
+{
+    return esnn_crc32_update(0u, data, len);
 }
 
 static uint32_t rd16(const uint8_t *p)

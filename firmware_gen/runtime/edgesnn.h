@@ -149,6 +149,7 @@ int32_t esnn_model_check(const esnn_model_t *model);
    magic, version, CRC32, header and tables; on an error *out is left zeroed. */
 int32_t esnn_model_from_blob(const uint8_t *blob, uint32_t len, esnn_model_t *out);
 uint32_t esnn_crc32(const uint8_t *data, uint32_t len);   /* zlib's CRC32 */
+uint32_t esnn_crc32_update(uint32_t crc, const uint8_t *data, uint32_t len);   /* zlib's crc32(data, crc) */
 
 uint32_t esnn_n_inputs(const esnn_model_t *model);
 uint32_t esnn_n_outputs(const esnn_model_t *model);
