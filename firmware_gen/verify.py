@@ -1,9 +1,10 @@
-"""Run a model on a board and on the emulator and compare every step: `edgesnn verify`.
+"""Run a model on a board and on the emulator and compare every step: `edgesnn verify --device PROFILE`
+(for a board running the application firmware, over the device link: linkverify.py, `--port URL`).
 
     ev, what = load_input("random:0.05", model, steps=200)     # or "path/1.bs2", "empty", "all"
     res = verify(model, "qemu-mps2-an386", ev)                  # {"identical": True, "steps": 200, ...}
 
-Until the device link exists, the device side is a verify firmware (board/verify_main.c) that carries
+The device side is a verify firmware (board/verify_main.c) that carries
 the input events in flash, runs every step, and streams per step and layer the spike count, an FNV-1a
 hash of the spike list and one of the layer's v, i and a words, or, for the steps of a dump window, the
 spike lists and the whole numeric state (small runs dump every step) over its UART; QEMU writes the
@@ -432,9 +433,9 @@ def verify(model, profile, events: Events, work_dir=None, dump="auto", timeout: 
     tests: a verify that can never say false proves nothing). Returns the report (see module doc)."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     if not prof.emulated:
-        raise VerifyError(f"{prof.name} is a real board: verify runs on emulated boards here "
-                          f"({', '.join(p for p in QEMU._emulated_names())}) until the device link exists "
-                          f"(`--port` is not supported yet)")
+        raise VerifyError(f"{prof.name} is a real board: the verify firmware runs on emulated boards "
+                          f"({', '.join(p for p in QEMU._emulated_names())}); for a real board, flash the "
+                          f"application firmware (`edgesnn flash`) and verify over the link with --port URL")
     say = progress or (lambda msg: None)
     layout = Layout.of(model)
     T = events.n_steps

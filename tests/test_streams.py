@@ -409,8 +409,9 @@ def test_run_cli_json_on_a_recording(w1_model, capsys):
 
 
 def test_run_cli_refusals(w1_model, tmp_path, capsys):
-    assert main(["run", "--source", str(DATA / "1.bs2"), "--model", str(w1_model), "--device", "serial:///dev/x"]) == 2
-    assert "the device link is not available yet" in capsys.readouterr().err
+    assert main(["run", "--source", str(DATA / "1.bs2"), "--model", str(w1_model), "--device", "/dev/no-such-port"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open '/dev/no-such-port'" in err and "check the port name" in err
     assert main(["run", "--source", "camera", "--model", str(w1_model)]) == 2
     assert "no camera was found" in capsys.readouterr().err
     assert main(["run", "--source", "x.mp4", "--model", str(w1_model)]) == 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from ..errors import EdgeSNNError, InputError
+from ..errors import InputError
 
 
 def cmd_replay(args):
@@ -21,25 +21,49 @@ def cmd_demo(args):
     run_demo(fast=args.fast, as_json=args.json, save_model=args.save_model)
 
 
-def cmd_run(args):
-    if args.device:
-        raise EdgeSNNError(f"--device {args.device}: the device link is not available yet; run on the emulator "
-                           f"(leave out --device)")
-    from ..model import modelfile
+def _simulator(args, model):
+    """The emulator, or with --device the board behind the link (the model uploaded when it runs another)."""
+    import sys
+
     from ..simulator import Simulator
+
+    if not args.device:
+        return Simulator.fixed(model), None
+    from ..device import connect
+    from ..device.remote import RemoteSimulator
+
+    dev = connect(args.device)
+    try:
+        return RemoteSimulator(dev, model, say=lambda msg: print(msg, file=sys.stderr, flush=True)), dev
+    except BaseException:
+        dev.close()
+        raise
+
+
+def cmd_run(args):
+    from ..model import modelfile
+
+    model = modelfile.load(args.model)
+    sim, dev = _simulator(args, model)
+    try:
+        return _run(args, model, sim)
+    finally:
+        if dev is not None:
+            dev.close()
+
+
+def _run(args, model, sim):
     from .runner import StreamRunner, WindowDecider, warm_up
     from .sources import AudioSource, open_source
     from .transforms import DvFilter, InputMap, Refractory
 
-    model = modelfile.load(args.model)
     net = model.network
-    sim = Simulator.fixed(model)
     warm_up(sim)   # compile before connecting: a live source starts sending at once
     src = open_source(args.source, pcm_rate=args.rate, idle_timeout=args.idle_timeout)
     if isinstance(src, AudioSource):
         if args.realtime:
             src.live = True
-        return run_audio(args, model, src)
+        return run_audio(args, model, src, sim)
     imap = InputMap(src.resolution, net.input_shape)
     transforms = []
     if args.noise_filter:
@@ -74,23 +98,21 @@ def cmd_run(args):
         print(f"{len(dec.detections)} decisions\n" + m.format())
 
 
-def run_audio(args, model, src):
+def run_audio(args, model, src, sim):
     """Audio source -> integer front-end (docs/audio.md) -> delta spikes -> emulator -> decisions."""
     import time
 
     import numpy as np
 
     from ..frontends.encoders import events_from_raster
-    from ..simulator import Simulator
     from .audio import AudioFrontend
-    from .runner import LatencyHistogram, Metrics, WindowDecider
+    from .runner import LatencyHistogram, Metrics, WindowDecider, count_spikes
 
     net = model.network
     if len(net.input_shape) != 1 or net.n_inputs % 2:
         raise InputError(f"an audio model takes (2 * bands,) inputs (ON then OFF per band); this model takes "
                          f"{net.input_shape}")
     fe = AudioFrontend(src.rate, net.n_inputs // 2, hop_ms=net.dt * 1e3)
-    sim = Simulator.fixed(model)
     last = net.layers[-1].neuron
     mode = "count" if last.spiking else ("delta" if math.isinf(last.tau_mem) else "membrane")
     window = max(1, int(round(args.window * 1e-3 / net.dt)))
@@ -118,8 +140,7 @@ def run_audio(args, model, src):
             continue
         rec = sim.run(ev, record="spikes")
         hist.add(time.perf_counter() - arrival, ev.n_steps)
-        cs = np.concatenate([[0], np.cumsum(rec.spikes.sum(axis=0, dtype=np.int64))])
-        spikes += cs[sim.layer_base[1:]] - cs[sim.layer_base[:-1]]
+        count_spikes(sim, rec, spikes)
         dec(step, rec, ev)
         step += ev.n_steps
         m.events_in += ev.idx.size
@@ -131,7 +152,7 @@ def run_audio(args, model, src):
     m.realtime_factor = m.stream_s / m.wall_s if m.wall_s else 0.0
     m.latency_p50_ms, m.latency_p99_ms = hist.percentile(50) * 1e3, hist.percentile(99) * 1e3
     m.latency_max_ms = hist.max * 1e3
-    m.spikes_per_layer = [int(x) for x in spikes]
+    m.spikes_per_layer = [int(x) if x >= 0 else None for x in spikes]
     if args.json:
         d = m.as_dict()
         d["decisions"] = len(dec.detections)
@@ -168,7 +189,9 @@ def add_verbs(sub) -> None:
     r.add_argument("--idle-timeout", type=float, default=None, metavar="S",
                    help="tcp:// sources: end after S seconds without events (default: wait for the sender "
                         "to disconnect)")
-    r.add_argument("--device", default=None, metavar="URL", help="run on a device (not available yet)")
+    r.add_argument("--device", default=None, metavar="URL",
+                   help="run on a board over the device link (a serial port, socket://HOST:PORT, a pty path); "
+                        "the model is uploaded when the board runs another")
     r.add_argument("--json", action="store_true", help="one JSON object per decision, then a summary")
     r.set_defaults(func=cmd_run)
 

@@ -145,6 +145,17 @@ class Binner:
         return np.concatenate(parts).astype(np.int32), np.asarray(new, np.int64)
 
 
+def count_spikes(sim, rec, acc):
+    """Add a run's spikes per layer to ``acc``. A device over the link reports its output layer only:
+    the other layers are marked unknown (-1)."""
+    if rec.spikes is None:
+        acc[:-1] = -1
+        acc[-1] += int(rec.out_spikes.sum(dtype=np.int64))
+        return
+    cs = np.concatenate([[0], np.cumsum(rec.spikes.sum(axis=0, dtype=np.int64))])
+    acc += cs[sim.layer_base[1:]] - cs[sim.layer_base[:-1]]
+
+
 class LatencyHistogram:
     """Fixed-size log histogram of latencies (10 ns .. 100 s, 2 % bins): constant memory, percentiles
     to about 2 %."""
@@ -214,7 +225,7 @@ class Metrics:
         return asdict(self)
 
     def format(self) -> str:
-        layers = ", ".join(str(s) for s in self.spikes_per_layer)
+        layers = ", ".join("?" if s is None else str(s) for s in self.spikes_per_layer)
         return (f"{self.events} events ({self.events_in} into the network) in {self.steps} steps, "
                 f"{self.stream_s:.2f} s of stream in {self.wall_s:.2f} s: {self.realtime_factor:.1f}x real time, "
                 f"{self.events_per_s / 1e6:.2f} M events/s\n"
@@ -372,10 +383,7 @@ class StreamRunner:
             else:   # the steps of a chunk finish one after the other: step j at about start + (j+1)/k of the run
                 self.hist.add_many((t_start - ready) + (done - t_start) * np.arange(1, k + 1) / k)
             self.m.steps += b - a
-            base = self.sim.layer_base
-            tot = rec.spikes.sum(axis=0, dtype=np.int64)
-            cs = np.concatenate([[0], np.cumsum(tot)])
-            self._spikes += cs[base[1:]] - cs[base[:-1]]
+            count_spikes(self.sim, rec, self._spikes)
             if on_chunk is not None:
                 on_chunk(first + a, rec, sub)
 
@@ -389,7 +397,7 @@ class StreamRunner:
         m.latency_p50_ms = self.hist.percentile(50) * 1e3
         m.latency_p99_ms = self.hist.percentile(99) * 1e3
         m.latency_max_ms = self.hist.max * 1e3
-        m.spikes_per_layer = [int(s) for s in self._spikes]
+        m.spikes_per_layer = [int(s) if s >= 0 else None for s in self._spikes]
         return m
 
 
