@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .streams.commands import add_verbs as add_stream_verbs  # run, replay, demo
     add_stream_verbs(sub)
+    from .learning.commands import add_verbs as add_learning_verbs  # train, eval
+    add_learning_verbs(sub)
     from .device.commands import add_verbs as add_device_verbs  # emulate
     add_device_verbs(sub)
     return p
