@@ -92,13 +92,14 @@ def main(argv=None) -> int:
         print(json.dumps(res))
         return 0
     rows = [("run", "events", "steps", "stream s", "wall s", "x real time", "M ev/s", "p50 ms", "p99 ms",
-             "dropped ev")]
+             "dropped ev", "late ev")]
     for name, key in (("file (fast)", "file"), ("network (real time)", "network")):
         if key in res:
             m = res[key]
             rows.append((name, str(m["events"]), str(m["steps"]), f"{m['stream_s']:.2f}", f"{m['wall_s']:.2f}",
                          f"{m['realtime_factor']:.1f}", f"{m['events_per_s'] / 1e6:.2f}",
-                         f"{m['latency_p50_ms']:.3f}", f"{m['latency_p99_ms']:.3f}", str(m["dropped_events"])))
+                         f"{m['latency_p50_ms']:.3f}", f"{m['latency_p99_ms']:.3f}", str(m["dropped_events"]),
+                         str(m["late_events"])))
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.rjust(w[i]) for i, c in enumerate(r)))

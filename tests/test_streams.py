@@ -214,6 +214,16 @@ class _Model:
         return quantize(Network((2, 4, 4), [Dense(w, Neuron("li", tau_mem=math.inf))], dt=1e-3))
 
 
+def test_a_late_event_is_counted_once_while_it_waits_in_the_open_step():
+    b = Binner(1000)
+    b.push(np.array([0, 5_500], np.int64), np.array([1, 2], np.int32))      # steps 0-4 closed, 5 open
+    b.push(np.array([2_100], np.int64), np.array([3], np.int32))            # step 2 is over: late
+    for _ in range(5):                                                       # pushes that close nothing
+        b.push(np.zeros(0, np.int64), np.zeros(0, np.int32))
+    first, ev = b.push(np.zeros(0, np.int64), np.zeros(0, np.int32), until=6)
+    assert b.late_events == 1 and first == 5 and ev.step(0).tolist() == [2, 3]
+
+
 def test_drop_policy_on_a_backlog_is_counted_and_bounded():
     from edgesnn.simulator import Simulator
 

@@ -182,9 +182,9 @@ def add_verbs(sub) -> None:
                    help="pace a recording (or pcm:- input) to the wall clock")
     r.add_argument("--max-lag", type=float, default=100.0,
                    help="live sources: drop the oldest steps when behind by more than this many ms (default 100)")
-    r.add_argument("--close-after", type=float, default=2.0, metavar="MS",
+    r.add_argument("--close-after", type=float, default=5.0, metavar="MS",
                    help="live sources: close a step this many ms after its end on the wall clock, whether or "
-                        "not a later event came (default 2; inf: only events close steps)")
+                        "not a later event came (default 5; inf: only events close steps)")
     r.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     r.add_argument("--idle-timeout", type=float, default=None, metavar="S",
                    help="tcp:// sources: end after S seconds without events (default: wait for the sender "

@@ -99,8 +99,12 @@ class Binner:
             idx = np.concatenate([self._i, idx])
         step = np.empty(t.size, np.int64)
         late, ordered = _steps(t, self.t0, self.dt, self.open_step, step)
-        if late or not ordered:
+        if late:
             self.late_events += late
+            # a late event now belongs to the open step: say so in its time too, or it would be counted
+            # late again by every later push while it waits in that step
+            t = np.maximum(t, self.t0 + step * self.dt)
+        if not ordered:
             order = np.argsort(step, kind="stable")
             step, idx, t = step[order], idx[order], t[order]
         first = self.open_step
@@ -269,7 +273,7 @@ class StreamRunner:
     def __init__(self, sim, input_map, dt: float, transforms=(), live: bool = False, pace: bool = False,
                  speed: float = 1.0, max_lag: float = 0.1, max_chunk: int = 1000,
                  max_events_per_step: int = MAX_EVENTS_PER_STEP, origin_us: int | None = None,
-                 close_after: float = 0.002, clock=time.perf_counter):
+                 close_after: float = 0.005, clock=time.perf_counter):
         self.sim, self.imap, self.transforms = sim, input_map, list(transforms)
         self.dt_us = int(round(dt * 1e6))
         if abs(self.dt_us - dt * 1e6) > 1e-6:
