@@ -100,6 +100,8 @@ def verify_link(model, url: str, events: Events, chunk: int = 100, upload: bool 
         "steps": done,
         "first_mismatch": mismatch,
         "device": info.name, "url": url, "hash": info.hash_hex,
+        # instructions are counted only under QEMU -icount (verify --device); a board gives its cycle counter
+        "instructions_per_step": None,
         "cycles": ({"mean": float(cyc.mean()), "min": float(cyc.min()), "max": float(cyc.max()),
                     "clock_hz": info.clock_hz} if cyc.size else None),
         "device_stats": {"steps": stats.steps, "synaptic_ops": stats.synaptic_ops, "frames_refused": stats.frames_refused},

@@ -70,6 +70,7 @@ def test_verify_over_the_link(tmp_path, serve, capsys):
     assert main(["verify", str(w2), "--port", url, "--input", "random:0.1", "--steps", "250", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["identical"] and res["steps"] == 250 and res["device"] == "emulator"
+    assert res["first_mismatch"] is None and "instructions_per_step" in res
     assert res["device_stats"]["steps"] >= 250
     # the edges: no input at all, every input active
     for spec in ("empty", "all"):
