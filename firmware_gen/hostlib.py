@@ -409,3 +409,85 @@ def run_driver(exe: Path, events, blob: bytes | None = None, timeout: float = 12
     bad, untouched = struct.unpack_from("<iI", out, pos)
     return DriverResult(st, done, spikes.copy(), state.astype(np.int32), ist.astype(np.int32), bad,
                         bool(untouched), res.stderr)
+
+
+# ------------------------------------------------------------------ learning (runtime/esnn_learn.c)
+
+LEARN_SOURCES = ("esnn_learn.h", "esnn_learn.c")
+LS_NAMES = ("e", "e_rec", "y", "q_rate", "y_loc", "m", "c", "c_rec")   # ESNN_LS_* 0..7, the Learner's names
+
+
+def learn_driver(sanitize: bool = True, defines=()) -> Path:
+    """The learning driver (host/esnn_learn_driver.c with runtime/esnn_learn.c), ASan + UBSan unless
+    sanitize=False."""
+    files = {f: (codegen.RUNTIME_DIR / f).read_bytes() for f in RUNTIME_SOURCES + LEARN_SOURCES}
+    files["esnn_learn_driver.c"] = (codegen.HOST_DIR / "esnn_learn_driver.c").read_bytes()
+    flags = HOST_FLAGS + (SANITIZE_FLAGS if sanitize else ()) + _defines(defines)
+    return build(files, flags, "esnn_learn_driver")
+
+
+def learn_config(learner) -> list[int]:
+    """esnn_learn_config_t (16 int32 words, field order) of an edgesnn.learning.Learner in mode fixed."""
+    from edgesnn.learning.learner import RULES
+    reg = learner.reg
+    words = [RULES.index(learner.rule), int(learner.model.network.seed) & 0xFFFFFFFF, learner.y_one_q,
+             learner.decolle_target, learner.a_plus, learner.a_minus, learner.D_post, learner.D_elig,
+             0 if reg is None else 1, -1 if reg is None else reg[0], -1 if reg is None else reg[1],
+             0 if reg is None else reg[2], 0 if reg is None else reg[4], learner.center, int(learner.hinge),
+             int(learner.nlms)]
+    for v in words:
+        if not -(2**31) <= int(v) < 2**32:
+            raise InputError(f"learner constant {v} does not fit the C config's 32 bits")
+    return [int(v) for v in words]
+
+
+@dataclass
+class LearnSnapshot:
+    done: int                 # steps run when it was taken
+    status: int               # of the last step
+    updates: int              # synapses updated (modulo 2^32)
+    wb: np.ndarray            # the int16 pool
+    state: dict               # {(layer, name): int32 array} for the learning state the C keeps
+
+
+def run_learn_driver(exe: Path, blob: bytes, cfg, eta, mask, events, labels, rewards, flags, every: int,
+                     timeout: float = 120) -> tuple[int, list[LearnSnapshot]]:
+    """Run the learning driver: (init status, snapshots after every ``every`` steps and the last).
+    eta / mask: per layer (-1: default eta); labels, rewards (INT32_MIN: auto), flags: per step (bit 0
+    reset before the step, bit 1 learning on, bits 8..15 weight decay kd). Raises BuildError if it
+    crashes or a sanitizer reports anything."""
+    ev = as_events(events)
+    T = ev.n_steps
+    words = [np.asarray(cfg, np.int64), [len(eta)], eta, mask, [T, every, ev.idx.size], ev.ptr, ev.idx,
+             labels, rewards, flags]
+    data = np.concatenate([np.asarray(w, np.int64).ravel() for w in words])
+    data = np.where(data >= 2**31, data - 2**32, data).astype("<i4").tobytes()
+    with tempfile.TemporaryDirectory(prefix="esnn-learn-") as d:
+        d = Path(d)
+        (d / "model.blob").write_bytes(blob)
+        (d / "input.bin").write_bytes(data)
+        env = dict(os.environ, ASAN_OPTIONS="abort_on_error=0:halt_on_error=1:detect_leaks=1",
+                   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+        res = subprocess.run([str(exe), "model.blob", "input.bin", "out.bin"], cwd=d, capture_output=True,
+                             text=True, timeout=timeout, env=env)
+        if res.returncode != 0 or "runtime error" in res.stderr or "Sanitizer" in res.stderr:
+            raise BuildError(f"{exe} failed (exit {res.returncode}):\n{res.stderr}")
+        w = np.frombuffer((d / "out.bin").read_bytes(), "<i4").astype(np.int64)
+    init, n_wb = int(w[0]), int(w[1])
+    pos, snaps = 2, []
+    n_layers = len(eta)
+    while pos < w.size:
+        done, st, upd = int(w[pos]), int(w[pos + 1]), int(w[pos + 2]) & 0xFFFFFFFF
+        pos += 3
+        wb = w[pos:pos + n_wb].astype(np.int16)
+        pos += n_wb
+        state = {}
+        for l in range(n_layers):
+            for name in LS_NAMES:
+                n = int(w[pos])
+                pos += 1
+                if n:
+                    state[(l, name)] = w[pos:pos + n].astype(np.int32)
+                pos += n
+        snaps.append(LearnSnapshot(done, st, upd, wb, state))
+    return init, snaps
