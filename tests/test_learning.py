@@ -569,3 +569,13 @@ def test_nlms_shift_is_k_plus_ilog2():
     # the float twin takes the same k when the sum is not near a power of two
     e = np.array([1000, -2000, 30], np.int32)
     assert R.nlms_shift_float(e.astype(float), 3) == R.nlms_shift_fixed(e, 3)
+
+
+def test_a_label_outside_the_readout_is_refused_before_anything_changes():
+    from edgesnn.errors import InputError
+    model = make_model()
+    lr = Learner(model, "etlp")
+    w0 = lr.weights(0).copy()
+    with pytest.raises(InputError, match="label 3 at step 0: the readout has classes 0..2"):
+        lr.step([0, 1, 2], label=3)
+    assert np.array_equal(lr.weights(0), w0) and lr.t == 0

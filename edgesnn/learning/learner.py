@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 from ..kernels import layout as K
 from ..kernels.arith import FORM_MULTIPLY, q24_multiplier
 from ..kernels.prng import seed_state
@@ -246,6 +246,9 @@ class Learner:
         the default reward +1 / -1 from whether the readout's running decision equals the label.
         Returns the output layer's membrane (LI) or spike indices."""
         label = -1 if label is None else int(label)
+        if not -1 <= label < self.n_classes:
+            raise InputError(f"label {label} at step {self.t}: the readout has classes 0..{self.n_classes - 1} "
+                             f"(-1: no label); check the data's labels against the model's outputs")
         ev = np.ascontiguousarray(events, dtype=np.int32)
         a_old = {}
         for l, L in self.layers.items():
