@@ -285,7 +285,7 @@ def from_dict(d: dict, path: str = "<profile>") -> Profile:
         if u["baud"] not in _NRF_BAUD:
             _bad(wu, f"baud = {u['baud']} is not one the UARTE has ({', '.join(map(str, _NRF_BAUD))})")
     elif "tx_pin" in u or "rx_pin" in u:
-        _bad(wu, f"tx_pin / rx_pin apply to nrf-uarte only (other UARTs take their pins from [[init]])")
+        _bad(wu, "tx_pin / rx_pin apply to nrf-uarte only (other UARTs take their pins from [[init]])")
     if "pclk_hz" in u and not 1_000 <= u["pclk_hz"] <= 1_000_000_000:
         _bad(wu, f"pclk_hz = {u['pclk_hz']} is out of range")
     if kind in ("cmsdk", "pl011", "rp2040-pl011"):

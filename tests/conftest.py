@@ -15,3 +15,11 @@ def need(*tools):
         if REQUIRE_TOOLCHAIN:
             pytest.fail(f"{msg} and EDGESNN_REQUIRE_TOOLCHAIN is set")
         pytest.skip(f"{msg} (.ci/setup-toolchain.sh installs it; EDGESNN_REQUIRE_TOOLCHAIN=1 makes this a failure)")
+
+
+# the flags the C runtime must compile cleanly with for the Cortex-M cores (tests of edgesnn.c, esnn_learn.c)
+ARM_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-c")
+ARM_CPUS = {
+    "cortex-m4f": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+    "cortex-m0plus": ("-mcpu=cortex-m0plus", "-mthumb"),
+}

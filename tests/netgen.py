@@ -71,3 +71,19 @@ def random_events(seed: int, n_inputs: int, n_steps: int, rate: float | None = N
         else:
             steps.append(np.flatnonzero(rng.random(n_inputs) < rate).tolist())
     return steps
+
+
+def plastic_network(recurrent=False, alif=False, reset="subtract", n_in=12, h=9, C=3, seed=5, scale=0.6):
+    """A small learning network (tests of edgesnn.learning and its C): layer 0 a plastic hidden layer
+    (Dense or Recurrent, LIF or ALIF), layer 1 a plastic LI readout of C classes; quantized."""
+    from edgesnn.model.quantize import quantize
+    rng = np.random.default_rng(seed)
+    nrn = Neuron("alif" if alif else "lif", tau_mem=10e-3, threshold=1.0, reset=reset, adapt_step=0.2,
+                 tau_adapt=50e-3)
+    if recurrent:
+        first = Recurrent(rng.normal(0.1, scale, (h, n_in)), rng.normal(0, 0.3, (h, h)), nrn, plastic=True)
+    else:
+        first = Dense(rng.normal(0.1, scale, (h, n_in)), nrn, plastic=True)
+    net = Network((n_in,), [first, Dense(rng.normal(0, 0.3, (C, h)), Neuron("li", tau_mem=10e-3), plastic=True)],
+                  seed=seed)
+    return quantize(net)

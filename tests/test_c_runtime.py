@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import need
+from conftest import ARM_CPUS, ARM_FLAGS, need
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,11 +37,6 @@ from netgen import random_events, random_network
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 HEADER = codegen.RUNTIME_DIR / "edgesnn.h"
-ARM_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-c")
-ARM_CPUS = {
-    "cortex-m4f": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
-    "cortex-m0plus": ("-mcpu=cortex-m0plus", "-mthumb"),
-}
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def one_layer(kind, neuron, rng):
 def additions_per_step(net, steps, rec_fixed):
     """How many weights each neuron of the layer receives at each step (N_t of the bound)."""
     layer = net.layers[0]
-    T, n = len(steps), rec_fixed.out_v.shape[1]
+    n = rec_fixed.out_v.shape[1]
     if isinstance(layer, (Dense, Recurrent)):
         counts = np.array([len(s) for s in steps], float)[:, None].repeat(n, 1)
         if isinstance(layer, Recurrent):  # previous step's own spikes

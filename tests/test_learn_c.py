@@ -14,7 +14,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import need
+from conftest import ARM_CPUS, ARM_FLAGS, need
 
 from edgesnn.errors import ModelError
 from edgesnn.learning import Learner
@@ -25,15 +25,10 @@ from firmware_gen import blob as B
 from firmware_gen import codegen, hostlib
 from firmware_gen import status as S
 
-from netgen import random_events, random_network
+from netgen import plastic_network as make_model, random_events, random_network
 
 AUTO = -(2**31)          # ESNN_LEARN_REWARD_AUTO
 RESET, ON = 1, 2
-ARM_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-c")
-ARM_CPUS = {
-    "cortex-m4f": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
-    "cortex-m0plus": ("-mcpu=cortex-m0plus", "-mthumb"),
-}
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +44,6 @@ def exe_san():
 
 
 # ------------------------------------------------------------------ networks and inputs
-
-def make_model(recurrent=False, alif=False, reset="subtract", n_in=12, h=9, C=3, seed=5, scale=0.6):
-    """Layer 0 a plastic hidden layer (Dense or Recurrent, LIF or ALIF), layer 1 a plastic LI readout (as
-    tests/test_learning.py)."""
-    rng = np.random.default_rng(seed)
-    nrn = Neuron("alif" if alif else "lif", tau_mem=10e-3, threshold=1.0, reset=reset, adapt_step=0.2,
-                 tau_adapt=50e-3)
-    if recurrent:
-        first = Recurrent(rng.normal(0.1, scale, (h, n_in)), rng.normal(0, 0.3, (h, h)), nrn, plastic=True)
-    else:
-        first = Dense(rng.normal(0.1, scale, (h, n_in)), nrn, plastic=True)
-    net = Network((n_in,), [first, Dense(rng.normal(0, 0.3, (C, h)), Neuron("li", tau_mem=10e-3), plastic=True)],
-                  seed=seed)
-    return quantize(net)
-
 
 def random_inputs(n_in, T, rate, seed):
     rng = np.random.default_rng(seed)

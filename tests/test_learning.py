@@ -13,7 +13,8 @@ from edgesnn.learning import Learner
 from edgesnn.learning import rules as R
 from edgesnn.model.quantize import quantize
 from edgesnn.model.spec import Conv2d, Dense, Network, Neuron, Recurrent
-from edgesnn.simulator import Events, Simulator
+from edgesnn.simulator import Simulator
+from netgen import plastic_network as make_model
 from reference_model import ReferenceNet
 
 I32 = 2**31 - 1
@@ -216,19 +217,6 @@ class RefLearner:
                 self.m1[j] = self.m1[j] + rs(self.e1[j] - self.m1[j], self.center)
             e1 = [self.e1[j] - self.m1[j] for j in range(self.h)]
         self._upd(q1.weight, 1, e1, [clip(rs(err[kk] * 256, 8), -I32, I32) for kk in range(self.C)])
-
-
-def make_model(recurrent=False, alif=False, reset="subtract", n_in=12, h=9, C=3, seed=5, scale=0.6):
-    rng = np.random.default_rng(seed)
-    nrn = Neuron("alif" if alif else "lif", tau_mem=10e-3, threshold=1.0, reset=reset, adapt_step=0.2,
-                 tau_adapt=50e-3)
-    if recurrent:
-        first = Recurrent(rng.normal(0.1, scale, (h, n_in)), rng.normal(0, 0.3, (h, h)), nrn, plastic=True)
-    else:
-        first = Dense(rng.normal(0.1, scale, (h, n_in)), nrn, plastic=True)
-    net = Network((n_in,), [first, Dense(rng.normal(0, 0.3, (C, h)), Neuron("li", tau_mem=10e-3), plastic=True)],
-                  seed=seed)
-    return quantize(net)
 
 
 def random_inputs(n_in, T, rate, seed):

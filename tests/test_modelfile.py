@@ -18,7 +18,7 @@ from edgesnn.errors import ModelError, ModelFileError
 from edgesnn.model import modelfile as mf
 from edgesnn.model.quantize import MAX_SHIFT, QMAX, FixedModel, quantize
 from edgesnn.model.spec import Conv2d, Dense, Flatten, Network, Neuron, Recurrent, SumPool2d
-from edgesnn.simulator import Events, Simulator
+from edgesnn.simulator import Simulator
 
 MAGIC = b"ESNN\r\n\x1a\n"
 DT = {"float32": "<f4", "int8": "i1", "int16": "<i2"}

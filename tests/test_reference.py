@@ -5,8 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgesnn.kernels import layout as K
-from edgesnn.model.quantize import FixedModel, quantize
-from edgesnn.model.spec import Dense, Network, Neuron, Recurrent
+from edgesnn.model.quantize import quantize
+from edgesnn.model.spec import Dense, Network, Neuron
 from edgesnn.simulator import Events, Simulator
 
 from netgen import random_events, random_network

@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import ModelError, ModelFileError
 from ..kernels.arith import DECAY_ONE, INT32_MAX, Q24
 from .quantize import MAX_SHIFT, QMAX, FixedModel, LayerQ
-from .spec import (DECAY_FORMS, LAYER_TYPES, NEURON_KINDS, RESETS, Conv2d, Dense, Flatten, Network, Neuron,
+from .spec import (DECAY_FORMS, NEURON_KINDS, RESETS, Conv2d, Dense, Flatten, Network, Neuron,
                    Recurrent, SumPool2d, layer_kind)
 
 MAGIC = b"ESNN\r\n\x1a\n"
