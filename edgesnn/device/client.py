@@ -231,12 +231,18 @@ class Device:
     def run(self, steps, spikes: bool = True, readout: bool = False, cycles: bool = False, labels=None,
             rewards=None) -> RunResult:
         """Run a list of steps (each a list of input indices) in as few STEP requests as fit the
-        device's max_payload, max steps per request and the worst-case reply size."""
+        device's max_payload, max steps per request and the worst-case reply size. ``labels`` and
+        ``rewards`` (one per step; a label < 0 or None: none, a reward None: automatic) teach a device
+        with the learning capability and are ignored by one without."""
         info = self.info
         flags = (P.STEP_SPIKES if spikes else 0) | (P.STEP_READOUT if readout else 0) | (P.STEP_CYCLES if cycles else 0)
         steps = list(steps)
-        recs = [P.StepIn(np.asarray(s, np.int64).reshape(-1), None if labels is None else labels[t],
-                         None if rewards is None else rewards[t]) for t, s in enumerate(steps)]
+        def teach(vals, t, none_below=None):
+            v = None if vals is None else vals[t]
+            return None if v is None or (none_below is not None and int(v) < none_below) else int(v)
+        # a label below 0 (-1) or None: no label at that step; a reward None: automatic
+        recs = [P.StepIn(np.asarray(s, np.int64).reshape(-1), teach(labels, t, 0), teach(rewards, t))
+                for t, s in enumerate(steps)]
         _check_steps(recs, info)      # before sending anything: a long run is several requests
         outs = []
         for batch in _batches(recs, info, flags):
@@ -247,6 +253,41 @@ class Device:
                                 f"asked for {len(batch)} with flags {flags}")
             outs.extend(got)
         return RunResult(outs)
+
+    # ------------------------------------------------------------ learning
+    def _learn(self, op, *args, idempotent=False) -> P.LearnStatus:
+        payload = self.request(P.Msg.LEARN, P.pack_learn(op, *args), idempotent=idempotent)
+        return self._decode(P.unpack_learn_status, payload, "LEARN")
+
+    def learn_status(self) -> P.LearnStatus:
+        """The learning status (rule, on/off, layer mask, eta shift per layer); DeviceError UNSUPPORTED on a
+        device (or a running model) without learning."""
+        return self._learn(P.LEARN_QUERY, idempotent=True)
+
+    def learn_enable(self, on: bool = True) -> P.LearnStatus:
+        """Learning on or off (off: the steps still run, the weights stay)."""
+        return self._learn(P.LEARN_ENABLE, 1 if on else 0, idempotent=True)
+
+    def learn_mask(self, mask) -> P.LearnStatus:
+        """The layers that learn: an int (bit l: layer l) or an iterable of layer indices (< 32)."""
+        if not isinstance(mask, (int, np.integer)):
+            layers = list(mask)
+            if any(not 0 <= int(l) < 32 for l in layers):
+                raise InputError(f"layer mask {layers}: layers 0..31")
+            mask = sum(1 << int(l) for l in set(layers))
+        if not 0 <= int(mask) <= 0xFFFFFFFF:
+            raise InputError(f"layer mask {mask}: a u32")
+        return self._learn(P.LEARN_MASK, int(mask), idempotent=True)
+
+    def learn_eta(self, layer: int, shift: int) -> P.LearnStatus:
+        """A learning layer's rate: eta = 2^-shift, shift 0..31."""
+        if not 0 <= int(shift) <= 31 or not 0 <= int(layer) <= 0xFFFF:
+            raise InputError(f"eta shift {shift} (0..31) or layer {layer} out of range")
+        return self._learn(P.LEARN_ETA, int(layer), int(shift), idempotent=True)
+
+    def learn_reset(self) -> P.LearnStatus:
+        """Start of a sample: network state, class counts, traces, eligibilities and score to zero."""
+        return self._learn(P.LEARN_RESET, idempotent=True)
 
     # ------------------------------------------------------------ upload
     def upload(self, model, progress=None) -> bytes:
@@ -361,6 +402,11 @@ def _blob_of(model) -> bytes:
 def _check_steps(recs, info: P.Info):
     """The device's STEP checks, done up front so a refused step cannot leave a run half done."""
     for t, r in enumerate(recs):
+        if r.label is not None and not 0 <= r.label < (info.n_outputs if info.has(P.Cap.LEARN) else 0x10000):
+            raise InputError(f"label {r.label} at step {t}: the device model has classes 0..{info.n_outputs - 1} "
+                             f"(None: no label); nothing was sent")
+        if r.reward is not None and not -0x8000 <= r.reward <= 0x7FFF:
+            raise InputError(f"reward {r.reward} at step {t}: an i16 (-32768..32767); nothing was sent")
         idx = r.indices
         if idx.size and (idx.min() < 0 or idx.max() >= info.n_inputs):
             bad = idx[(idx < 0) | (idx >= info.n_inputs)][0]

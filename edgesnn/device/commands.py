@@ -18,6 +18,9 @@ def add_verbs(sub) -> None:
                    help="largest model blob an upload may carry (default 1 MiB; 0 disables upload)")
     e.add_argument("--max-payload", type=int, default=4096, metavar="BYTES",
                    help="largest frame payload accepted (default 4096)")
+    e.add_argument("--learn", default=None, metavar="RULE",
+                   help="the model learns on the emulated device with RULE (readout, etlp, decolle, eprop, stdp, "
+                        "rstdp): LEARN and the STEP teach fields (docs/protocol.md)")
     e.add_argument("--json", action="store_true",
                    help="the first stdout line is a JSON object (url, name, hash, inputs, outputs)")
     e.set_defaults(func=cmd_emulate)
@@ -42,7 +45,7 @@ def cmd_emulate(args):
     where = parse_listen(args.listen)
     model = modelfile.load(args.model)
     cap = DEFAULT_UPLOAD_CAPACITY if args.upload_capacity is None else args.upload_capacity
-    dev = EmulatedDevice(model, upload_capacity=cap, max_payload=args.max_payload)
+    dev = EmulatedDevice(model, upload_capacity=cap, max_payload=args.max_payload, learn_rule=args.learn)
 
     def log(msg):
         print(f"edgesnn emulate: {msg}", file=sys.stderr, flush=True)
@@ -56,7 +59,8 @@ def cmd_emulate(args):
     if args.json:
         print(json.dumps({"url": server.url, "name": info.name, "hash": info.hash_hex,
                           "n_inputs": info.n_inputs, "n_outputs": info.n_outputs,
-                          "max_payload": info.max_payload, "upload_capacity": info.upload_capacity}), flush=True)
+                          "max_payload": info.max_payload, "upload_capacity": info.upload_capacity,
+                          **({"learn": args.learn} if args.learn else {})}), flush=True)
     else:
         print(server.url, flush=True)
     log(f"serving {args.model} (hash {info.hash_hex[:16]}) at {server.url}; Ctrl-C stops")

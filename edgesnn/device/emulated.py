@@ -61,8 +61,9 @@ class Loaded:
     ops_per_event: np.ndarray   # int64 per layer: synaptic operations per input event
 
     @classmethod
-    def of(cls, t: B.Tables) -> "Loaded":
-        sim = Simulator(program_of(t))
+    def of(cls, t: B.Tables, sim: Simulator | None = None) -> "Loaded":
+        """``sim``: the simulator to run (a Learner's, whose int16 pool learns); default a new one."""
+        sim = Simulator(program_of(t)) if sim is None else sim
         lt = sim.program.ltab
         neuron = lt[:, K.L_NEURON]
         return cls(t, sim, bytes(t.hash), int(kn.max_events(lt)), bool(neuron[-1] == K.LI),
@@ -84,18 +85,26 @@ class EmulatedDevice:
 
     ``state_capacity`` (bytes, None: unlimited) stands for the board's state memory (STATE_TOO_BIG);
     ``max_events``: input events of one step (default: as many as one request carries), lowered to the
-    runtime's limits of the running model (docs/protocol.md, STEP)."""
+    runtime's limits of the running model (docs/protocol.md, STEP). ``learn_rule`` (None: no learning;
+    one of edgesnn.learning.RULES): the model (a FixedModel) learns with edgesnn.learning.Learner in mode
+    fixed (LEARN and the teach fields of STEP), as a board exported with the same rule."""
 
     def __init__(self, model, upload_capacity: int = DEFAULT_UPLOAD_CAPACITY, max_payload: int = 4096,
                  name: str = "emulator", max_steps: int = DEFAULT_MAX_STEPS, state_capacity: int | None = None,
-                 max_events: int | None = None):
+                 max_events: int | None = None, learn_rule: str | None = None):
         if not 64 <= max_payload <= P.MAX_PAYLOAD_LIMIT:
             raise InputError(f"max_payload {max_payload}: a device takes payloads of 64..65535 bytes")
         if upload_capacity < 0 or upload_capacity > 0xFFFFFFFF or not 1 <= max_steps <= 0xFFFF:
             raise InputError(f"upload capacity {upload_capacity} (0..2^32-1, 0: no upload) or max steps "
                              f"{max_steps} (1..65535) out of range")
         blob = model if isinstance(model, (bytes, bytearray)) else B.pack(model)
-        self.model = Loaded.of(B.read_blob(blob))
+        self.learner = None
+        if learn_rule is not None:
+            from edgesnn.learning.learner import Learner
+            if isinstance(model, (bytes, bytearray)):
+                raise InputError("a learning emulated device needs the FixedModel (a blob has no seed)")
+            self.learner = Learner(model, learn_rule, mode="fixed")
+        self.model = Loaded.of(B.read_blob(blob), None if self.learner is None else self.learner.sim)
         self.upload_capacity = int(upload_capacity)
         self.max_payload = int(max_payload)
         self.name = name
@@ -120,7 +129,8 @@ class EmulatedDevice:
     # ------------------------------------------------------------ transport side
     @property
     def capabilities(self) -> int:
-        return int(CAPS if self.upload_capacity > 0 else CAPS & ~P.Cap.UPLOAD)
+        caps = CAPS | (P.Cap.LEARN if self.learner is not None else 0)
+        return int(caps if self.upload_capacity > 0 else caps & ~P.Cap.UPLOAD)
 
     @property
     def info(self) -> P.Info:
@@ -199,7 +209,37 @@ class EmulatedDevice:
         return out
 
     def _learn(self, payload):
-        raise Refuse(Err.UNSUPPORTED)
+        """docs/protocol.md, LEARN: the format front to back, then the model, then the operation."""
+        lr = self.learner
+        if lr is None:
+            raise Refuse(Err.UNSUPPORTED)
+        op, *args = P.unpack_learn(payload)
+        n_layers = self.model.sim.program.n_layers
+        if op == P.LEARN_MASK:
+            (mask,) = args
+            for l in range(32):
+                if mask >> l & 1 and l not in lr.layers:
+                    raise Refuse(Err.ARGUMENT, l)
+            lr.mask = {l for l in lr.layers if l >= 32 or mask >> l & 1}
+        elif op == P.LEARN_ETA:
+            layer, k = args
+            if layer >= n_layers or layer not in lr.layers:
+                raise Refuse(Err.ARGUMENT, layer)
+            lr.eta_shift[layer] = int(k)
+        elif op == P.LEARN_ENABLE:
+            lr.enabled = bool(args[0])
+        elif op == P.LEARN_RESET:
+            lr.reset()                  # the network state too (Learner.reset resets its simulator)
+            self._counts = np.zeros(self.model.sim.n_outputs, np.int64)
+        return P.pack_learn_status(self.learn_status())
+
+    def learn_status(self) -> P.LearnStatus:
+        from edgesnn.learning.learner import RULES
+        lr = self.learner
+        n_layers = self.model.sim.program.n_layers
+        mask = sum(1 << l for l in lr.mask if l < 32)
+        return P.LearnStatus(RULES.index(lr.rule), bool(lr.enabled), mask,
+                             tuple(int(lr.eta_shift[l]) if l in lr.layers else P.ETA_NONE for l in range(n_layers)))
 
     # ------------------------------------------------------------ STEP
     def _step(self, payload):
@@ -220,27 +260,33 @@ class EmulatedDevice:
             teach = r.take("B", "teach")
             if teach & ~(P.TEACH_LABEL | P.TEACH_REWARD):
                 raise P.Malformed(at, f"teach 0x{teach:02x}: bits 2-7 must be 0")
+            label = reward = None            # teaching signals: ignored without learning
             if teach & P.TEACH_LABEL:
-                r.take("H", "label")            # teaching signals: ignored without learning
+                label = r.take("H", "label")
+                if self.learner is not None and label >= sim.n_outputs:
+                    raise Refuse(Err.ARGUMENT, label)
             if teach & P.TEACH_REWARD:
-                r.take("h", "reward")
+                reward = r.take("h", "reward")
             k = r.take("H", "n_events")
             if k > self._max_events():
                 raise Refuse(Err.STEP, S.ERR_INPUT_COUNT)
             idx = r.array("<u2", k, "input indices")
             if k and int(idx.max()) >= sim.n_inputs:
                 raise Refuse(Err.STEP, S.ERR_INPUT_INDEX)
-            steps.append(idx.astype(np.int32))
+            steps.append((idx.astype(np.int32), label, reward))
         r.end()
-        outs = [self._run_one(idx, flags) for idx in steps]
+        outs = [self._run_one(idx, flags, label, reward) for idx, label, reward in steps]
         return P.pack_step_reply(flags, outs)
 
-    def _run_one(self, idx: np.ndarray, flags: int) -> P.StepOut:
+    def _run_one(self, idx: np.ndarray, flags: int, label=None, reward=None) -> P.StepOut:
         m, sim = self.model, self.model.sim
         counts_at = sim._cnt_off           # each layer's spike count of the last step, in the state
         n_layers = sim.program.n_layers
         prev = sim.ist[counts_at:counts_at + n_layers].astype(np.int64)
-        spikes = np.sort(sim.step(idx))
+        if self.learner is not None:     # every step goes through the learner (it learns when enabled)
+            spikes = np.sort(self.learner.step(idx, -1 if label is None else label, reward))
+        else:
+            spikes = np.sort(sim.step(idx))
         now = sim.ist[counts_at:counts_at + n_layers].astype(np.int64)
         # synaptic operations: events into each layer x weights per event, + recurrent feedback
         into = np.concatenate([[idx.size], now[:-1]])
@@ -311,6 +357,7 @@ class EmulatedDevice:
         if self.state_capacity is not None and need > self.state_capacity:
             raise Refuse(Err.STATE_TOO_BIG, need)
         self.model = Loaded.of(tables)                     # the switch: one assignment
+        self.learner = None                                # an uploaded model does not learn
         self._reset_state()
         return P.pack_commit_reply(self.model.hash)
 
@@ -337,7 +384,6 @@ class EmulatedDevice:
         """ARGUMENT in the order of docs/protocol.md: layer, which (or a matrix the layer lacks), range."""
         layer, which, first, count = P.unpack_read_weights(payload)
         row = self._layer_row(layer)
-        t = self.model.tables
         kind, n_in, n_out = row[K.L_KIND], int(row[K.L_N_IN]), int(row[K.L_N_OUT])
         if which == 1 and kind == K.RECURRENT:
             off, n = int(row[K.L_WREC_OFF]), n_out * n_out
@@ -347,7 +393,8 @@ class EmulatedDevice:
             off, n = int(row[K.L_W_OFF]), n_in * n_out
         else:
             raise Refuse(Err.ARGUMENT, which)
-        pool = t.wb if row[K.L_W_POOL] == 1 else t.wa
+        prog = self.model.sim.program                      # the running pools (a learner writes wb)
+        pool = prog.wb if row[K.L_W_POOL] == 1 else prog.wa
         self._range(first, count, n, pool.itemsize, 1)
         return P.pack_weights_reply(pool[off + first:off + first + count])
 

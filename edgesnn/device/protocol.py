@@ -603,6 +603,74 @@ def unpack_state_reply(payload: bytes) -> np.ndarray:
     return np.frombuffer(bytes(payload), "<i4").astype(np.int32)
 
 
+# ---- LEARN
+LEARN_QUERY, LEARN_ENABLE, LEARN_MASK, LEARN_ETA, LEARN_RESET = 0, 1, 2, 3, 4     # LEARN operations
+ETA_NONE = 0xFF                                                                  # a layer that does not learn
+
+
+@dataclass(frozen=True)
+class LearnStatus:
+    """The LEARN reply: the rule (edgesnn.learning.RULES index), learning on/off, the layer mask (bit l:
+    layer l learns), and per layer its eta shift (ETA_NONE: the layer does not learn)."""
+
+    rule: int
+    enabled: bool
+    mask: int
+    eta: tuple
+
+    @property
+    def rule_name(self) -> str:
+        from edgesnn.learning.learner import RULES
+        return RULES[self.rule] if 0 <= self.rule < len(RULES) else f"rule {self.rule}"
+
+    @property
+    def layers(self) -> list:
+        """The layers that can learn (eta shift given)."""
+        return [l for l, k in enumerate(self.eta) if k != ETA_NONE]
+
+
+def pack_learn(op: int, *args) -> bytes:
+    """A LEARN request: QUERY / RESET (), ENABLE (on), MASK (u32 mask), ETA (u16 layer, u8 shift)."""
+    fmt = {LEARN_QUERY: "", LEARN_ENABLE: "B", LEARN_MASK: "I", LEARN_ETA: "HB", LEARN_RESET: ""}[op]
+    return struct.pack("<B" + fmt, op, *args)
+
+
+def unpack_learn(payload: bytes) -> tuple:
+    """(op, args...) of a LEARN request, checked front to back (docs/protocol.md, LEARN)."""
+    r = Reader(payload)
+    op = r.take("B", "op")
+    if op > LEARN_RESET:
+        raise Malformed(0, f"LEARN operation {op}: 0..4")
+    args = ()
+    if op == LEARN_ENABLE:
+        on = r.take("B", "on")
+        if on > 1:
+            raise Malformed(1, f"on is {on}, not 0 or 1")
+        args = (on,)
+    elif op == LEARN_MASK:
+        args = (r.take("I", "mask"),)
+    elif op == LEARN_ETA:
+        layer = r.take("H", "layer")
+        k = r.take("B", "eta shift")
+        if k > 31:
+            raise Malformed(3, f"eta shift {k}: 0..31")
+        args = (layer, k)
+    r.end()
+    return (op,) + args
+
+
+def pack_learn_status(st: LearnStatus) -> bytes:
+    return struct.pack("<BBIH", st.rule, 1 if st.enabled else 0, st.mask & 0xFFFFFFFF, len(st.eta)) + bytes(st.eta)
+
+
+def unpack_learn_status(payload: bytes) -> LearnStatus:
+    r = Reader(payload)
+    rule, enabled, mask, n = r.take("BBIH", "the learning status")
+    eta = tuple(r.raw(n, "the eta shifts"))
+    r.end()
+    return LearnStatus(rule, bool(enabled), mask, eta)
+
+
 # ---- ERROR
 @dataclass(frozen=True)
 class ErrorReply:

@@ -7,6 +7,10 @@
  * The buffer sizes come from board_config.h (firmware_gen.export.app_sizes, from the profile's RAM):
  * APP_MAX_PAYLOAD, APP_MAX_EVENTS, APP_MAX_STEPS, APP_STATE_BYTES and APP_UPLOAD_BYTES (each of the two
  * upload buffers; 0: no model upload).
+ *
+ * Exported with a learning rule (export_project(..., learn_rule=...)), the build defines ESNN_LINK_LEARN
+ * and board_config.h APP_LEARN_BYTES and APP_LEARN_CONFIG (the esnn_learn_config_t initialiser): the
+ * compiled-in model learns on a RAM copy of its int16 weights (LEARN and the STEP teach fields).
  */
 #include "board.h"
 #include "edgesnn.h"
@@ -25,6 +29,12 @@ ESNN_ALIGNED(16) static uint8_t upload0[APP_UPLOAD_BYTES];
 ESNN_ALIGNED(16) static uint8_t upload1[APP_UPLOAD_BYTES];
 #endif
 static esnn_link_t link;
+#ifdef ESNN_LINK_LEARN
+#define APP_LEARN_N_WB (ESNN_MODEL_N_WB > 0u ? ESNN_MODEL_N_WB : 1u)
+static int16_t learn_wb[APP_LEARN_N_WB];                  /* the plastic weights, in RAM */
+static uint64_t learn_mem[(APP_LEARN_BYTES + 7u) / 8u];   /* the learner's state */
+static const esnn_learn_config_t learn_cfg = APP_LEARN_CONFIG;
+#endif
 
 static void write_uart(void *ctx, const uint8_t *data, uint32_t n)
 {
@@ -76,6 +86,13 @@ int main(void)
     cfg.rx_dropped = rx_dropped;
     cfg.write = write_uart;
     cfg.ctx = 0;
+#ifdef ESNN_LINK_LEARN
+    cfg.learn_cfg = &learn_cfg;
+    cfg.learn_buf = learn_mem;
+    cfg.learn_bytes = sizeof learn_mem;
+    cfg.learn_wb = learn_wb;
+    cfg.learn_n_wb = APP_LEARN_N_WB;
+#endif
     if (esnn_link_init(&link, &cfg) != ESNN_OK) {
         board_exit(3u);   /* the build sized the state memory for this model: not expected */
     }

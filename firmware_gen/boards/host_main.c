@@ -7,6 +7,9 @@
  *     host_device [--max-payload N] [--max-events N] [--max-steps N] [--upload BYTES] [--state BYTES]
  *                 [--name NAME] [--clock HZ]
  *
+ * Compiled with -DESNN_LINK_LEARN (and esnn_learn.c), `--learn W0,W1,...,W15` (the 16 words of
+ * esnn_learn_config_t, firmware_gen.hostlib.learn_config) makes the compiled-in model learn (LEARN).
+ *
  * Reads stdin until end of file, writes every reply frame to stdout as it is produced. Exit status 0,
  * or 2 for bad arguments / a configuration the link refuses.
  */
@@ -65,6 +68,10 @@ int main(int argc, char **argv)
     uint32_t upload = 65536u, state = 0u;
     uint8_t buf[4096];
     int i;
+#ifdef ESNN_LINK_LEARN
+    static esnn_learn_config_t lcfg;
+    const char *learn = NULL;
+#endif
     memset(&cfg, 0, sizeof cfg);
     cfg.max_payload = 4096u;
     cfg.max_events = 2045u;
@@ -85,6 +92,10 @@ int main(int argc, char **argv)
             cfg.name = argv[i + 1];
         else if (strcmp(argv[i], "--clock") == 0)
             cfg.clock_hz = arg_u32(argv[i + 1]);
+#ifdef ESNN_LINK_LEARN
+        else if (strcmp(argv[i], "--learn") == 0)
+            learn = argv[i + 1];
+#endif
         else
             break;
     }
@@ -107,6 +118,45 @@ int main(int argc, char **argv)
         cfg.upload_capacity = upload;
     }
     cfg.write = write_all;
+#ifdef ESNN_LINK_LEARN
+    if (learn != NULL) {
+        int32_t w[16];
+        const char *q = learn;
+        int k;
+        for (k = 0; k < 16; k++) {
+            char *end;
+            long long v = strtoll(q, &end, 0);
+            if (end == q || v < -2147483648LL || v > 4294967295LL || (k < 15 && *end != ',')
+                || (k == 15 && *end != '\0')) {
+                fprintf(stderr, "host_device: --learn takes 16 comma-separated integers\n");
+                return 2;
+            }
+            w[k] = (int32_t)(uint32_t)(v & 0xFFFFFFFFLL);
+            q = end + 1;
+        }
+        lcfg.rule = w[0];
+        lcfg.seed = (uint32_t)w[1];
+        lcfg.y_one = w[2];
+        lcfg.decolle_target = w[3];
+        lcfg.a_plus = w[4];
+        lcfg.a_minus = w[5];
+        lcfg.d_post = (uint32_t)w[6];
+        lcfg.d_elig = (uint32_t)w[7];
+        lcfg.reg = w[8];
+        lcfg.reg_lo = w[9];
+        lcfg.reg_hi = w[10];
+        lcfg.reg_d = (uint32_t)w[11];
+        lcfg.reg_shift = (uint32_t)w[12];
+        lcfg.center = (uint32_t)w[13];
+        lcfg.hinge = w[14];
+        lcfg.nlms = w[15];
+        cfg.learn_cfg = &lcfg;
+        cfg.learn_n_wb = ESNN_MODEL_N_WB > 0u ? ESNN_MODEL_N_WB : 1u;
+        cfg.learn_wb = aligned(2u * (size_t)cfg.learn_n_wb);
+        cfg.learn_bytes = esnn_learn_bytes(&esnn_model, &lcfg);
+        cfg.learn_buf = aligned(cfg.learn_bytes > 0u ? cfg.learn_bytes : 8u);
+    }
+#endif
     if (esnn_link_init(&link, &cfg) != ESNN_OK) {
         fprintf(stderr, "host_device: esnn_link_init refused the configuration\n");
         return 2;

@@ -188,6 +188,10 @@ static uint32_t capabilities(const esnn_link_t *L)
         c |= ESNN_CAP_UPLOAD;
     if (L->cfg.cycles != NULL)
         c |= ESNN_CAP_CYCLES;
+#ifdef ESNN_LINK_LEARN
+    if (L->learning)
+        c |= ESNN_CAP_LEARNING;
+#endif
     return c;
 }
 
@@ -227,7 +231,21 @@ int32_t esnn_link_init(esnn_link_t *link, const esnn_link_config_t *config)
         return ESNN_ERR_ARG;
     link->model = c->model;
     link->active = -1;
-    st = bind(link, c->model);
+#ifdef ESNN_LINK_LEARN
+    if (c->learn_cfg != NULL) {
+        /* the compiled-in model learns on a RAM copy of its int16 pool */
+        st = esnn_learn_model_copy(c->model, &link->learn_model, c->learn_wb, c->learn_n_wb);
+        if (st != ESNN_OK)
+            return st;
+        link->model = &link->learn_model;
+        st = esnn_learn_init(&link->learner, link->model, c->learn_wb, c->learn_cfg, c->learn_buf,
+                             c->learn_bytes);
+        if (st != ESNN_OK)
+            return st;
+        link->learning = 1;
+    }
+#endif
+    st = bind(link, link->model);
     if (st != ESNN_OK)
         return st;
     clear_counts(link);
@@ -347,7 +365,16 @@ static uint32_t fan_out(const int32_t *row)
 }
 
 /* One step of a checked request: run it, count it, and append its record to the reply. */
-static int32_t run_step(esnn_link_t *L, uint32_t flags, const uint8_t *idx, uint32_t n_ev, out_t *o)
+#ifdef ESNN_LINK_LEARN
+/* label (-1: none) and reward (ESNN_LEARN_REWARD_AUTO: automatic): the step's teaching signals */
+#define TEACH_PARAMS , int32_t label, int32_t reward
+#define TEACH_ARGS , label, reward
+#else
+#define TEACH_PARAMS
+#define TEACH_ARGS
+#endif
+
+static int32_t run_step(esnn_link_t *L, uint32_t flags, const uint8_t *idx, uint32_t n_ev TEACH_PARAMS, out_t *o)
 {
     const esnn_model_t *m = L->model;
     const uint32_t nl = m->n_layers, n_out = esnn_n_outputs(m);
@@ -367,7 +394,12 @@ static int32_t run_step(esnn_link_t *L, uint32_t flags, const uint8_t *idx, uint
         }
     }
     t0 = cycles_now(L);
-    st = esnn_step(m, &L->state, L->cfg.events, n_ev);
+#ifdef ESNN_LINK_LEARN
+    if (L->learning)   /* every step goes through the learner (it learns when enabled) */
+        st = esnn_learn_step(&L->learner, &L->state, L->cfg.events, n_ev, label, reward);
+    else
+#endif
+        st = esnn_step(m, &L->state, L->cfg.events, n_ev);
     t1 = cycles_now(L);
     if (st != ESNN_OK)
         return st;   /* not reached for a checked request (max_events holds the runtime's limits) */
@@ -455,6 +487,12 @@ static int32_t do_step(esnn_link_t *L, const uint8_t *p, uint32_t len, out_t *o,
         if (teach & 1u) {   /* label */
             if (pos + 2u > len)
                 MALFORMED(pos);
+#ifdef ESNN_LINK_LEARN
+            if (L->learning && rd16(p + pos) >= n_out) {
+                *detail = rd16(p + pos);
+                return ESNN_LINK_E_ARGUMENT;
+            }
+#endif
             pos += 2u;
         }
         if (teach & 2u) {   /* reward */
@@ -481,16 +519,29 @@ static int32_t do_step(esnn_link_t *L, const uint8_t *p, uint32_t len, out_t *o,
     }
     if (pos != len)
         MALFORMED(pos);
-    /* second pass: run (labels and rewards are ignored: this device has no learning) */
+    /* second pass: run (labels and rewards teach a learning model; otherwise they are ignored) */
     put8(o, flags);
     put16(o, n_steps);
     pos = 3u;
     for (t = 0; t < n_steps; t++) {
+#ifdef ESNN_LINK_LEARN
+        int32_t label = -1, reward = ESNN_LEARN_REWARD_AUTO;   /* absent: no label; automatic */
+        teach = p[pos++];
+        if (teach & 1u) {
+            label = (int32_t)rd16(p + pos);
+            pos += 2u;
+        }
+        if (teach & 2u) {
+            reward = (int32_t)rd16(p + pos) - ((rd16(p + pos) & 0x8000u) ? 65536 : 0);   /* i16 */
+            pos += 2u;
+        }
+#else
         teach = p[pos++];
         pos += ((teach & 1u) ? 2u : 0u) + ((teach & 2u) ? 2u : 0u);
+#endif
         n_ev = rd16(p + pos);
         pos += 2u;
-        st = run_step(L, flags, p + pos, n_ev, o);
+        st = run_step(L, flags, p + pos, n_ev TEACH_ARGS, o);
         if (st != ESNN_OK) {
             *detail = (uint32_t)st;
             return ESNN_LINK_E_STEP;
@@ -499,6 +550,93 @@ static int32_t do_step(esnn_link_t *L, const uint8_t *p, uint32_t len, out_t *o,
     }
     return 0;
 }
+
+/* ---- learning */
+
+#ifdef ESNN_LINK_LEARN
+/* The LEARN reply: u8 rule, u8 enabled, u32 mask, u16 n_layers, n_layers x u8 eta shift (0xFF: no learning). */
+static void learn_status(const esnn_link_t *L, out_t *o)
+{
+    const esnn_learn_t *lr = &L->learner;
+    uint32_t l, mask = 0;
+    for (l = 0; l < lr->n_layers && l < 32u; l++)
+        if (lr->layers[l].role != ESNN_ROLE_NONE && lr->layers[l].on)
+            mask |= 1u << l;
+    put8(o, (uint32_t)lr->cfg.rule);
+    put8(o, lr->enabled ? 1u : 0u);
+    put32(o, mask);
+    put16(o, lr->n_layers);
+    for (l = 0; l < lr->n_layers; l++)
+        put8(o, lr->layers[l].role == ESNN_ROLE_NONE ? 0xFFu : lr->layers[l].k);
+}
+
+static int32_t do_learn(esnn_link_t *L, const uint8_t *p, uint32_t len, out_t *o, uint32_t *detail)
+{
+    esnn_learn_t *lr = &L->learner;
+    uint32_t op, l, mask, layer;
+    if (!L->learning)
+        return ESNN_LINK_E_UNSUPPORTED;
+    if (len < 1u)
+        MALFORMED(0);
+    op = p[0];
+    /* the format, front to back */
+    switch (op) {
+    case ESNN_LEARN_OP_QUERY:
+    case ESNN_LEARN_OP_RESET:
+        if (len > 1u)
+            MALFORMED(1);
+        break;
+    case ESNN_LEARN_OP_ENABLE:
+        if (len < 2u || p[1] > 1u)
+            MALFORMED(1);
+        if (len > 2u)
+            MALFORMED(2);
+        break;
+    case ESNN_LEARN_OP_MASK:
+        if (len < 5u)
+            MALFORMED(1);
+        if (len > 5u)
+            MALFORMED(5);
+        break;
+    case ESNN_LEARN_OP_ETA:
+        if (len < 3u)
+            MALFORMED(1);
+        if (len < 4u || p[3] > ESNN_LEARN_K_MAX)
+            MALFORMED(3);
+        if (len > 4u)
+            MALFORMED(4);
+        break;
+    default:
+        MALFORMED(0);
+    }
+    /* the model */
+    if (op == ESNN_LEARN_OP_MASK) {
+        mask = rd32(p + 1);
+        for (l = 0; l < 32u; l++)
+            if (((mask >> l) & 1u) != 0u && (l >= lr->n_layers || lr->layers[l].role == ESNN_ROLE_NONE)) {
+                *detail = l;
+                return ESNN_LINK_E_ARGUMENT;
+            }
+        for (l = 0; l < lr->n_layers && l < 32u; l++)
+            if (lr->layers[l].role != ESNN_ROLE_NONE)
+                (void)esnn_learn_set_mask(lr, l, (int32_t)((mask >> l) & 1u));
+    } else if (op == ESNN_LEARN_OP_ETA) {
+        layer = rd16(p + 1);
+        if (layer >= lr->n_layers || lr->layers[layer].role == ESNN_ROLE_NONE) {
+            *detail = layer;
+            return ESNN_LINK_E_ARGUMENT;
+        }
+        (void)esnn_learn_set_eta(lr, layer, p[3]);
+    } else if (op == ESNN_LEARN_OP_ENABLE) {
+        esnn_learn_enable(lr, (int32_t)p[1]);
+    } else if (op == ESNN_LEARN_OP_RESET) {
+        esnn_learn_reset(lr, &L->state);   /* the network state too */
+        clear_counts(L);
+    }
+    learn_status(L, o);
+    return 0;
+}
+#endif
 
 /* ---- upload */
 
@@ -598,6 +736,9 @@ static int32_t do_upload_commit(esnn_link_t *L, uint32_t len, out_t *o, uint32_t
     }
     L->model = nm;
     L->active = s;
+#ifdef ESNN_LINK_LEARN
+    L->learning = 0;   /* an uploaded model does not learn (docs/protocol.md, LEARN) */
+#endif
     clear_counts(L);
     for (k = 0; k < ESNN_HASH_BYTES; k++)
         put8(o, nm->hash != NULL ? nm->hash[k] : 0u);
@@ -733,7 +874,11 @@ static void handle(esnn_link_t *L, uint32_t type, uint32_t seq, const uint8_t *p
     case ESNN_MSG_UPLOAD_CHUNK: err = do_upload_chunk(L, p, len, &o, &detail); break;
     case ESNN_MSG_UPLOAD_COMMIT: err = do_upload_commit(L, len, &o, &detail); break;
     case ESNN_MSG_UPLOAD_ABORT: err = do_upload_abort(L, len, &detail); break;
+#ifdef ESNN_LINK_LEARN
+    case ESNN_MSG_LEARN: err = do_learn(L, p, len, &o, &detail); break;
+#else
     case ESNN_MSG_LEARN: err = ESNN_LINK_E_UNSUPPORTED; break;
+#endif
     case ESNN_MSG_READ_WEIGHTS: err = do_read_weights(L, p, len, &o, &detail); break;
     case ESNN_MSG_READ_STATE: err = do_read_state(L, p, len, &o, &detail); break;
     default: err = ESNN_LINK_E_UNKNOWN; detail = type; break;

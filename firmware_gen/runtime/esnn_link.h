@@ -35,6 +35,9 @@
 #include <stdint.h>
 
 #include "edgesnn.h"
+#ifdef ESNN_LINK_LEARN
+#include "esnn_learn.h"
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -89,6 +92,13 @@ extern "C" {
 #define ESNN_CAP_LEARNING 0x10u
 #define ESNN_CAP_READOUT 0x20u
 
+/* LEARN operations (docs/protocol.md) */
+#define ESNN_LEARN_OP_QUERY 0u
+#define ESNN_LEARN_OP_ENABLE 1u
+#define ESNN_LEARN_OP_MASK 2u
+#define ESNN_LEARN_OP_ETA 3u
+#define ESNN_LEARN_OP_RESET 4u
+
 /* STEP flags */
 #define ESNN_STEP_SPIKES 0x01u
 #define ESNN_STEP_READOUT 0x02u
@@ -118,6 +128,16 @@ typedef struct esnn_link_config {
     /* Sends a whole reply frame; must not call back into the link. */
     void (*write)(void *ctx, const uint8_t *data, uint32_t n);
     void *ctx;                     /* passed to the callbacks */
+#ifdef ESNN_LINK_LEARN
+    /* On-device learning (compiled with ESNN_LINK_LEARN and esnn_learn.c). learn_cfg NULL: none. Else the
+       compiled-in model's int16 pool is copied to learn_wb (learn_n_wb >= the model's n_wb words) and
+       learns there, with a learner in learn_buf (8-byte aligned, learn_bytes >= esnn_learn_bytes). */
+    const esnn_learn_config_t *learn_cfg;
+    void *learn_buf;
+    uint32_t learn_bytes;
+    int16_t *learn_wb;
+    uint32_t learn_n_wb;
+#endif
 } esnn_link_config_t;
 
 /* Everything below is private to esnn_link.c (a struct so that the caller can place it statically). */
@@ -142,6 +162,11 @@ typedef struct esnn_link {
     /* STATS */
     uint64_t n_steps, n_events, n_spikes, n_synops, n_cycles;
     uint32_t last_cycles, frames, refused, dropped_base;
+#ifdef ESNN_LINK_LEARN
+    int32_t learning;              /* 1: the running model learns (the compiled-in model, in RAM) */
+    esnn_model_t learn_model;      /* cfg.model with its int16 pool in cfg.learn_wb */
+    esnn_learn_t learner;
+#endif
 } esnn_link_t;
 
 /* Check the configuration and the model, bind the state (reset) and start receiving: ESNN_OK, or
