@@ -9,7 +9,9 @@ Readers (options, defaults):
                   limit=N (first N samples after the split)
   fsdd:DIR        folder (or DIR/recordings) of {digit}_{speaker}_{index}.wav (8 kHz, 16-bit mono).
                   speakers=a,b (keep only), exclude=a,b (drop), index=LO-HI (inclusive; also 'index=5-49'),
-                  hop_ms=10, channels=32, steps=80, encode=level|delta, level_shift=3, floor=144, limit=N
+                  hop_ms=10, channels=32, steps=80, encode=level|delta, level_shift=3, floor=144, limit=N,
+                  delays=0 (a delay line: delays=0,4,8,12 presents at each step the frames of 0, 4, 8 and 12
+                  steps ago side by side, input = len(delays) x the channels, lag-major)
   dvsgesture:DIR  folder of N.bs2 + labels.csv (file,class_id_1based,class_index_0based,class_name), 128x128.
                   bin_ms=10, steps=150, pool=4, part=all|head|tail, frac=0.5 (head: the first frac of each
                   recording, tail: the rest)
@@ -242,7 +244,8 @@ def _names(s):
 
 def read_fsdd(path, opts) -> Dataset:
     o = _Opts("fsdd", opts, {"speakers": "", "exclude": "", "index": "0-49", "hop_ms": 10.0, "channels": 32,
-                             "steps": 80, "encode": "level", "level_shift": 3, "floor": 144, "limit": 0})
+                             "steps": 80, "encode": "level", "level_shift": 3, "floor": 144, "limit": 0,
+                             "delays": "0"})
     folder = _folder(path, "fsdd")
     if (folder / "recordings").is_dir():
         folder = folder / "recordings"
@@ -256,6 +259,8 @@ def read_fsdd(path, opts) -> Dataset:
     level_shift = o.get("level_shift", int, lambda v: 0 <= v <= 16, "0..16")
     floor = o.get("floor", int, lambda v: v >= 0, "an integer >= 0")
     limit = o.get("limit", int, lambda v: v >= 0, "an integer >= 0")
+    delays = o.get("delays", _delays, lambda v: 0 < len(v) <= 32 and all(0 <= d < 1000 for d in v),
+                   "comma-separated lags in steps, 0..999, at most 32")
     files = []
     for f in sorted(os.listdir(folder)):
         m = FSDD_NAME.match(f)
@@ -272,10 +277,12 @@ def read_fsdd(path, opts) -> Dataset:
         files = files[:limit]
     from ..streams.audio import AudioFrontend
     from ..streams.sources import SourceError, WavSource
-    n_in = 2 * channels if encode == "delta" else channels
-    ds = Dataset("fsdd", (n_in,), 10, steps, hop_ms * 1e-3,
-                 options={"hop_ms": hop_ms, "channels": channels, "steps": steps, "encode": encode,
-                          "level_shift": level_shift, "floor": floor})
+    n_in = (2 * channels if encode == "delta" else channels) * len(delays)
+    opts_out = {"hop_ms": hop_ms, "channels": channels, "steps": steps, "encode": encode,
+                "level_shift": level_shift, "floor": floor}
+    if delays != [0]:
+        opts_out["delays"] = ",".join(str(d) for d in delays)
+    ds = Dataset("fsdd", (n_in,), 10, steps, hop_ms * 1e-3, options=opts_out)
     fe = None
     for f, d, spk in files:
         try:
@@ -285,15 +292,21 @@ def read_fsdd(path, opts) -> Dataset:
         if fe is None or fe.rate != src.rate:
             fe = AudioFrontend(rate=src.rate, n_channels=channels, hop_ms=hop_ms)
         fe.reset()
-        ds.samples.append((audio_events(fe, src.samples, steps, encode, level_shift, floor), d))
+        ds.samples.append((audio_events(fe, src.samples, steps, encode, level_shift, floor, delays), d))
         ds.ids.append(f)
         ds.groups.append(spk)
     return ds
 
 
-def audio_events(fe, samples, steps, encode, level_shift, floor) -> Events:
+def _delays(s):
+    return [int(x) for x in s.split(",") if x != ""]
+
+
+def audio_events(fe, samples, steps, encode, level_shift, floor, delays=(0,)) -> Events:
     """int16 samples -> Events of ``steps`` rows. level: channel c fires max(0, (logenv_c - floor) >> shift)
-    times per step (integers, shift of a non-negative value); delta: the front-end's ON/OFF spikes."""
+    times per step (integers, shift of a non-negative value); delta: the front-end's ON/OFF spikes.
+    ``delays`` (a delay line): block i of the input holds the frame of ``delays[i]`` steps ago (zeros before
+    the start), so input index = i * n_channels + c."""
     if encode == "delta":
         raster = fe.raster(samples).astype(np.int64)
     else:
@@ -302,6 +315,13 @@ def audio_events(fe, samples, steps, encode, level_shift, floor) -> Events:
     out = np.zeros((steps, raster.shape[1]), np.int64)
     n = min(steps, raster.shape[0])
     out[:n] = raster[:n]
+    if list(delays) != [0]:
+        nc = out.shape[1]
+        st = np.zeros((steps, nc * len(delays)), np.int64)
+        for i, d in enumerate(delays):
+            if d < steps:
+                st[d:, i * nc:(i + 1) * nc] = out[:steps - d]
+        out = st
     return Events.from_dense(out)
 
 

@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import EdgeSNNError
 
 # per reader: the held-out part when the SPEC does not select one itself
 DEFAULT_SPLITS = {
@@ -21,12 +20,17 @@ DEFAULT_SPLITS = {
     "dvsgesture": ({"part": "head"}, {"part": "tail"}, ("part",)),
 }
 
+# reader options the trainer adds when the SPEC does not give them (the model's input front-end)
+READER_DEFAULTS = {
+    "fsdd": {"delays": "0,4,8,12"},
+}
+
 # good defaults per (reader, rule): options for train(), chosen on the validation sets (docs/learning.md)
 DEFAULTS = {
-    "nmnist": {"epochs": 10, "hidden": 512, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -4,
-               "hidden_gain": 2 ** -6, "anneal": 2, "hidden_epochs": 3},
-    "fsdd": {"epochs": 10, "hidden": 256, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -7,
-             "hidden_gain": 2 ** -10, "anneal": 4, "hidden_epochs": 2},
+    "nmnist": {"epochs": 10, "hidden": 1024, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -4,
+               "hidden_gain": 2 ** -9, "anneal": 2, "hidden_epochs": 3, "conv": 16, "center": 6},
+    "fsdd": {"epochs": 10, "hidden": 1024, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -6,
+             "hidden_gain": 2 ** -10, "anneal": 4, "hidden_epochs": 2, "center": 10},
     "dvsgesture": {"epochs": 10, "hidden": 256, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -5,
                    "hidden_gain": 2 ** -8, "anneal": 3, "hidden_epochs": 3},
 }
@@ -49,19 +53,21 @@ def _progress(args):
 
 
 def cmd_train(args):
-    import numpy as np
 
     from ..data import open_dataset, parse_spec
     from ..model import modelfile
     from . import train as T
 
     reader, path, opts = parse_spec(args.data)
+    opts = {**READER_DEFAULTS.get(reader, {}), **opts}
     d = dict(DEFAULTS[reader])
     tr_sel, va_sel, keys = DEFAULT_SPLITS[reader]
     if args.val:
-        train_spec, val_spec = args.data, args.val
+        v_reader, v_path, v_opts = parse_spec(args.val)
+        v_opts = {**READER_DEFAULTS.get(v_reader, {}), **v_opts}
+        train_spec, val_spec = _spec(reader, path, opts), _spec(v_reader, v_path, v_opts)
     elif any(k in opts for k in keys):
-        train_spec, val_spec = args.data, None
+        train_spec, val_spec = _spec(reader, path, opts), None
     else:
         train_spec, val_spec = _spec(reader, path, {**opts, **tr_sel}), _spec(reader, path, {**opts, **va_sel})
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
@@ -70,12 +76,14 @@ def cmd_train(args):
     va = open_dataset(val_spec) if val_spec else None
     epochs = args.epochs if args.epochs is not None else d["epochs"]
     hidden = args.hidden if args.hidden is not None else d["hidden"]
-    net = T.default_network(tr, args.rule, hidden=hidden, seed=args.seed, readout_tau_steps=d["readout_tau_steps"])
+    net = T.default_network(tr, args.rule, hidden=hidden, seed=args.seed, readout_tau_steps=d["readout_tau_steps"],
+                            conv=d.get("conv", 0))
     model = T.initial_model(net)
     eta = None if args.eta_shift is None else int(args.eta_shift)
     res = T.train(model, tr, args.rule, epochs=epochs, mode=args.mode, val=None, seed=args.seed,
                   progress=_progress(args), eta_shift=eta, teach_from=d["teach_from"], gain=d["gain"],
-                  hidden_gain=d["hidden_gain"], anneal=d["anneal"], hidden_epochs=d["hidden_epochs"])
+                  hidden_gain=d["hidden_gain"], anneal=d["anneal"], hidden_epochs=d["hidden_epochs"],
+                  center=d.get("center", 0))
     modelfile.save(res.model, args.out)
     side = {"reader": reader, "options": {k: v for k, v in tr.options.items()}, "rule": args.rule,
             "mode": args.mode}

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..model.quantize import FixedModel, quantize_layer
-from ..model.spec import Dense, Network, Neuron, Recurrent
+from ..model.spec import Conv2d, Dense, Network, Neuron, Recurrent, SumPool2d
 from ..simulator import Simulator
 from .learner import Learner
 
@@ -24,9 +24,12 @@ READOUT_SHIFT = 13   # readout weights in units of 2^-13: |w| <= 4 (int16)
 
 def default_network(ds, rule: str, hidden: int | None = None, seed: int = 0,
                     readout_tau_steps: float | None = None, in_gain: float = 1.0, patch: int = 0,
-                    zero_mean: bool = True) -> Network:
+                    zero_mean: bool = True, conv: int = 0, conv_kernel: int = 5) -> Network:
     """The default architecture for a data set: input -> plastic hidden (LIF; ALIF Recurrent for FSDD
-    with e-prop) -> plastic LI readout. Weights: zero-mean normal, scaled for the input's activity."""
+    with e-prop) -> plastic LI readout. Weights: zero-mean normal, scaled for the input's activity.
+    ``conv`` > 0 (image-like input): a frozen front-end first, ``conv`` random zero-mean
+    conv_kernel x conv_kernel LIF feature maps (stride 1, same padding) and a 2x2 sum pool of LIF neurons;
+    the plastic hidden layer then reads the pooled maps."""
     rng = np.random.default_rng(seed)
     n_in = int(np.prod(ds.input_shape))
     dt = ds.dt
@@ -37,13 +40,27 @@ def default_network(ds, rule: str, hidden: int | None = None, seed: int = 0,
     rate = max(ev / n_in, 1e-3)
     if hidden is None:
         hidden = {"nmnist": 512, "fsdd": 256, "dvsgesture": 256}.get(ds.name, 256)
-    sigma = in_gain * math.sqrt((1 - beta * beta) / (n_in * rate))
     lif = Neuron("lif", tau_mem=tau, threshold=1.0, reset="subtract")
+    front = []
+    if conv and len(ds.input_shape) == 3:
+        c_in = ds.input_shape[0]
+        k = int(conv_kernel)
+        wc = rng.normal(0.0, in_gain * math.sqrt((1 - beta * beta) / (c_in * k * k * rate)), (conv, c_in, k, k))
+        wc -= wc.mean(axis=(1, 2, 3), keepdims=True)   # zero-mean kernels: edge / motion detectors
+        front = [Conv2d(wc, stride=1, padding=k // 2, neuron=lif),
+                 SumPool2d(2, weight=1.0, neuron=Neuron("lif", tau_mem=tau, threshold=1.0, reset="subtract"))]
+        # the activity the hidden layer sees: run the frozen front-end on a few samples
+        probe = Network(ds.input_shape, front, dt=dt, seed=seed)
+        spk, _ = Simulator.float(probe).run_batch([s for s, _ in ds.samples[:50]], record_v=False)
+        n_in = int(spk.shape[2])
+        rate = max(float(spk.mean()), 1e-3)
+        patch = 0
+    sigma = in_gain * math.sqrt((1 - beta * beta) / (n_in * rate))
     readout = Neuron("li", tau_mem=tau if readout_tau_steps is None else readout_tau_steps * dt)
     w_in = rng.normal(0.0, sigma, (hidden, n_in))
     if zero_mean:   # each row sums to 0: uniform loudness / event count cancels in the drive
         w_in -= w_in.mean(axis=1, keepdims=True)
-    if patch and len(ds.input_shape) == 3:
+    if patch and len(ds.input_shape) == 3 and not front:
         # local receptive fields: each hidden neuron sees a random patch x patch window (all channels)
         c, h, w = ds.input_shape
         mask = np.zeros((hidden, c, h, w), bool)
@@ -53,14 +70,15 @@ def default_network(ds, rule: str, hidden: int | None = None, seed: int = 0,
             mask[n, :, ys[n]:ys[n] + patch, xs[n]:xs[n] + patch] = True
         fan = c * min(patch, h) * min(patch, w)
         w_in = np.where(mask.reshape(hidden, n_in), w_in * math.sqrt(n_in / fan), 0.0)
-    if ds.name == "fsdd" and rule == "eprop":
+    if ds.name == "fsdd" and rule == "eprop" and "delays" not in ds.options:
+        # (with the delay-line front-end the input carries the temporal context: a Dense LIF layer)
         alif = Neuron("alif", tau_mem=tau, threshold=1.0, reset="subtract", tau_adapt=20 * tau, adapt_step=0.05)
         first = Recurrent(w_in, rng.normal(0.0, 0.3 * sigma * math.sqrt(n_in * rate / hidden), (hidden, hidden)),
                           alif, plastic=True)
     else:
         first = Dense(w_in, lif, plastic=True)
     out = Dense(rng.normal(0.0, 0.01, (ds.n_classes, hidden)), readout, plastic=True)
-    return Network(ds.input_shape, [first, out], dt=dt, name=f"{ds.name}-{rule}", seed=seed)
+    return Network(ds.input_shape, front + [first, out], dt=dt, name=f"{ds.name}-{rule}", seed=seed)
 
 
 def initial_model(net: Network, readout_shift: int = None) -> FixedModel:
