@@ -349,10 +349,11 @@ def test_board_faults(firmware, models, board):
         link.close()
 
     # the receive ring overrun: long frames arrive while the board computes long STEPs. QEMU's CMSDK and
-    # PL011 UARTs hold input back until the core reads it (no overrun possible); its STM32 USART does
-    # not, and with its core slowed down (-icount shift=8) the 512-byte ring of the netduinoplus2
-    # overflows (most of the time: up to three rounds). Either way every frame is answered, or ends in a
-    # CRC error, and the link recovers.
+    # PL011 UARTs hold input back until the core reads their data register, so the ring overflows there
+    # only when a loaded host delays the firmware's main loop behind its interrupt handler; its STM32
+    # USART does not, and with its core slowed down (-icount shift=8) the 512-byte ring of the
+    # netduinoplus2 overflows (most of the time: up to three rounds). Either way every frame is answered,
+    # or refused with a CRC error, or (its header lost) not answered, and the link recovers.
     slow = 8 if board == "qemu-netduinoplus2" else None
     with qemu.Session(elf, board, tcp=True, icount_shift=slow) as s:
         link = Raw(s.url, mp)
@@ -392,8 +393,11 @@ def test_board_faults(firmware, models, board):
                 assert len(replies) == 6 and not errors
                 assert all(r.type == seqs[q] | P.REPLY for q, r in replies.items())
                 assert all(r.payload == echo for q, r in replies.items() if seqs[q] == Msg.ECHO)
-            else:
-                assert errors and set(errors) == {Err.CRC} and stats.frames_refused >= 1
+            else:   # bytes lost: a damaged frame is refused with CRC (perhaps only once the padding
+                # completes it) or, its header lost, scanned away unanswered; every other frame is answered
+                assert set(errors) <= {Err.CRC} and (stats.frames_refused >= 1 or len(replies) < len(seqs))
+                answered = [q for q, r in replies.items() if r.type == seqs[q] | P.REPLY]
+                assert all(replies[q].payload == echo for q in answered if seqs[q] == Msg.ECHO)
             if board != "qemu-netduinoplus2" or stats.bytes_dropped > 0:
                 break
         if board == "qemu-netduinoplus2":
