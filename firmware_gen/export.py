@@ -95,6 +95,7 @@ def app_sizes(profile: Profile, model=None, upload_bytes: int | None = None, lea
                  model): a quarter of what the buffers and the stack leave free
     upload_bytes each of the two upload buffers (ping-pong): a quarter of the free RAM, at most 1 MiB, a
                  multiple of 16; ``upload_bytes`` overrides it (0: no upload)
+    rx_ring_bytes the UART receive ring: one whole frame, rounded up to a power of two
 
     ``learn_bytes``: RAM the learner takes (app_learn: its buffer and the int16 weights' copy), set aside
     before the quarters are taken.
@@ -103,7 +104,10 @@ def app_sizes(profile: Profile, model=None, upload_bytes: int | None = None, lea
     payload = 4096 if profile.ram_size >= BIG_RAM else 1024
     events = (payload - 6) // 2
     steps = 256 if payload >= 4096 else 64
-    buffers = payload + (payload + 14) + 4 * events
+    # the UART receive ring holds one whole frame, so a request is never lost while the main loop is held
+    # up behind the receive interrupt (QEMU can deliver bytes faster than any real UART)
+    ring = 1 << (payload + 14 - 1).bit_length()
+    buffers = payload + (payload + 14) + 4 * events + ring
     need = 0
     if model is not None:
         prog = build_fixed(model)
@@ -120,7 +124,7 @@ def app_sizes(profile: Profile, model=None, upload_bytes: int | None = None, lea
             raise InputError(f"upload_bytes must be >= 0, got {upload}")
         upload = (upload + 15) & ~15
     return {"max_payload": payload, "max_events": events, "max_steps": steps, "state_bytes": max(4, state),
-            "upload_bytes": upload}
+            "upload_bytes": upload, "rx_ring_bytes": ring}
 
 
 def board_config_h(profile: Profile, mode: str, app: dict | None = None, learn: dict | None = None) -> str:
@@ -142,6 +146,7 @@ def board_config_h(profile: Profile, mode: str, app: dict | None = None, learn: 
         a = app or app_sizes(profile)
         lines += ["", "/* the device link's buffers (firmware_gen.export.app_sizes) */",
                   f"#define APP_MAX_PAYLOAD {a['max_payload']}u",
+                  f"#define BOARD_RX_RING_SIZE {a['rx_ring_bytes']}u   /* one whole frame (a power of two) */",
                   f"#define APP_MAX_EVENTS {a['max_events']}u",
                   f"#define APP_MAX_STEPS {a['max_steps']}u",
                   f"#define APP_STATE_BYTES {a['state_bytes']}u",

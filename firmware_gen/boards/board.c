@@ -33,7 +33,11 @@ static void board_run_init_ops(void)
 }
 
 /* ---- receive ring buffer: the UART interrupt writes head, the main loop reads tail */
+#ifdef BOARD_RX_RING_SIZE
+#define RX_RING_SIZE BOARD_RX_RING_SIZE   /* board_config.h: one whole frame of the device link */
+#else
 #define RX_RING_SIZE 512u    /* a power of two */
+#endif
 static volatile uint8_t rx_ring[RX_RING_SIZE];
 static volatile uint32_t rx_head;
 static volatile uint32_t rx_tail;
