@@ -87,3 +87,16 @@ def plastic_network(recurrent=False, alif=False, reset="subtract", n_in=12, h=9,
     net = Network((n_in,), [first, Dense(rng.normal(0, 0.3, (C, h)), Neuron("li", tau_mem=10e-3), plastic=True)],
                   seed=seed)
     return quantize(net)
+
+
+def learning_inputs(n_in, T, rate, seed, sort=True):
+    """T steps of input indices at ``rate``; about 30 % of the non-empty steps repeat their first index
+    (it counts twice)."""
+    rng = np.random.default_rng(seed)
+    steps = []
+    for _ in range(T):
+        idx = list(np.flatnonzero(rng.random(n_in) < rate))
+        if idx and rng.random() < 0.3:
+            idx.append(idx[0])
+        steps.append(sorted(int(i) for i in idx) if sort else [int(i) for i in idx])
+    return steps

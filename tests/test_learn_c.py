@@ -25,7 +25,7 @@ from firmware_gen import blob as B
 from firmware_gen import codegen, hostlib
 from firmware_gen import status as S
 
-from netgen import plastic_network as make_model, random_events, random_network
+from netgen import learning_inputs, plastic_network as make_model, random_events, random_network
 
 AUTO = -(2**31)          # ESNN_LEARN_REWARD_AUTO
 RESET, ON = 1, 2
@@ -46,14 +46,7 @@ def exe_san():
 # ------------------------------------------------------------------ networks and inputs
 
 def random_inputs(n_in, T, rate, seed):
-    rng = np.random.default_rng(seed)
-    steps = []
-    for _ in range(T):
-        idx = list(np.flatnonzero(rng.random(n_in) < rate))
-        if idx and rng.random() < 0.3:
-            idx.append(idx[0])  # a repeated index counts twice
-        steps.append([int(i) for i in idx])
-    return steps
+    return learning_inputs(n_in, T, rate, seed, sort=False)   # the C takes the indices in any order
 
 
 # ------------------------------------------------------------------ the two executions

@@ -14,7 +14,7 @@ from edgesnn.learning import rules as R
 from edgesnn.model.quantize import quantize
 from edgesnn.model.spec import Conv2d, Dense, Network, Neuron, Recurrent
 from edgesnn.simulator import Simulator
-from netgen import plastic_network as make_model
+from netgen import learning_inputs, plastic_network as make_model
 from reference_model import ReferenceNet
 
 I32 = 2**31 - 1
@@ -220,14 +220,7 @@ class RefLearner:
 
 
 def random_inputs(n_in, T, rate, seed):
-    rng = np.random.default_rng(seed)
-    steps = []
-    for _ in range(T):
-        idx = list(np.flatnonzero(rng.random(n_in) < rate))
-        if idx and rng.random() < 0.3:
-            idx.append(idx[0])  # a repeated index counts twice
-        steps.append(sorted(int(i) for i in idx))
-    return steps
+    return learning_inputs(n_in, T, rate, seed, sort=True)
 
 
 def run_both(model, rule, steps, labels, k0=10, k1=12, reg=None, rewards=None, **kw):
