@@ -97,8 +97,11 @@ def cmd_export(args):
         raise EdgeSNNError(f"--target {args.target!r}: only 'c' (a C99 firmware project) exists")
     prof = profiles.load(args.device)
     model = modelfile.load(args.model)
-    res = export.export_project(model, prof, args.out, mode=args.mode)
-    emit(args, res, f"wrote {args.out}: {args.mode} firmware of {model.network.name!r} for {prof.name} "
+    from .device.commands import learn_options
+    res = export.export_project(model, prof, args.out, mode=args.mode, learn_rule=args.learn,
+                                learn_options=learn_options(args))
+    learns = f", learning with {args.learn}" if args.learn else ""
+    emit(args, res, f"wrote {args.out}: {args.mode} firmware of {model.network.name!r} for {prof.name}{learns} "
                     f"({len(res['files'])} files); build it with `edgesnn build {args.out}` or `make -C {args.out}`")
 
 
@@ -202,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     c = sub.add_parser("create", help="make a randomly initialised network from a preset and save it")
-    c.add_argument("--preset", required=True, help="w1, w2, dvs-conv or kws (see `edgesnn create --help`)")
+    c.add_argument("--preset", required=True, help="w1, w2, dvs-conv, dvs-adapt or kws (edgesnn.model.presets)")
     c.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.esnn)")
     c.add_argument("--seed", type=int, default=0, help="random seed of weights and PRNG (default 0)")
     c.add_argument("--json", action="store_true", help="print a JSON object")
@@ -236,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, metavar="DIR", help="project directory to write")
     e.add_argument("--mode", choices=["app"], default="app",
                    help="app: the model driven over the UART (verify builds come from `edgesnn verify`)")
+    from .device.commands import add_learn_options
+    add_learn_options(e, "the board")
     e.add_argument("--json", action="store_true", help="print a JSON object")
     e.set_defaults(func=cmd_export)
 

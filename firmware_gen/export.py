@@ -579,25 +579,27 @@ def board_files(profile: Profile, mode: str, app: dict | None = None, learn: dic
     return files
 
 
-def app_learn(model, rule: str) -> dict:
-    """The app firmware's learner for ``rule``: the esnn_learn_config_t initialiser (the fixed-point
-    Learner's constants: the network's seed, y_one of the readout) and a bound of its buffer. Raises
-    ModelError when the model cannot learn with the rule (as the Learner does)."""
+def app_learn(model, rule: str, options: dict | None = None) -> dict:
+    """The app firmware's learner for ``rule`` and the Learner keyword ``options`` (center, hinge, nlms,
+    ...): the esnn_learn_config_t initialiser (the fixed-point Learner's constants: the network's seed,
+    y_one of the readout) and a bound of its buffer. Raises ModelError when the model cannot learn with
+    the rule (as the Learner does)."""
     from edgesnn.learning.learner import Learner
 
     from .hostlib import learn_config
-    lr = Learner(model, rule, mode="fixed")
+    lr = Learner(model, rule, mode="fixed", **(options or {}))
     unsigned = (1, 6, 7, 11, 12, 13)   # seed, d_post, d_elig, reg_d, reg_shift, center
     cfg = [f"{int(v)}u" if i in unsigned else (f"({int(v)})" if v != -(2**31) else "INT32_MIN")
            for i, v in enumerate(learn_config(lr))]
     n_wb = int(lr.sim.program.wb.size)
     nbytes = learn_bytes_bound(lr)
-    return {"rule": rule, "bytes": nbytes, "config": cfg, "ram": nbytes + 2 * max(1, n_wb) + 8}
+    return {"rule": rule, "options": dict(options or {}), "bytes": nbytes, "config": cfg,
+            "ram": nbytes + 2 * max(1, n_wb) + 8}
 
 
 def export_project(model, profile, out_dir, mode: str = "app", events=None, dump=(0, 0),
                    upload_bytes: int | None = None, learn: dict | None = None,
-                   learn_rule: str | None = None) -> dict:
+                   learn_rule: str | None = None, learn_options: dict | None = None) -> dict:
     """Write the firmware project for ``profile`` (a Profile or a name) into ``out_dir``; ``mode``
     'verify' embeds ``events`` (an edgesnn.simulator.Events) and streams results (board/verify_main.c),
     with the whole state for steps dump[0] <= t < dump[1]. ``upload_bytes`` overrides the size of each
@@ -605,14 +607,15 @@ def export_project(model, profile, out_dir, mode: str = "app", events=None, dump
     project.json). Mode 'learn' (board/learn_main.c) embeds ``learn``, the keyword arguments of
     learn_data (a Learner, events, labels, ...). ``learn_rule`` (app mode; None: inference only): the
     compiled-in model learns on the device with this rule (edgesnn.learning.RULES): LEARN and the STEP
-    teach fields of docs/protocol.md, bit-exact with the fixed-point Learner."""
+    teach fields of docs/protocol.md, bit-exact with the fixed-point Learner made with the keyword
+    arguments ``learn_options`` (e.g. {"center": 6})."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     out = Path(out_dir)
     app_lr = None
     if learn_rule is not None:
         if mode != "app":
             raise InputError(f"learn_rule is an option of the app firmware, not of mode {mode!r}")
-        app_lr = app_learn(model, learn_rule)
+        app_lr = app_learn(model, learn_rule, learn_options)
     app = (app_sizes(prof, model, upload_bytes, app_lr["ram"] if app_lr else 0) if mode == "app" else None)
     extra = board_files(prof, mode, app, app_lr)
     if mode == "verify":
@@ -634,7 +637,7 @@ def export_project(model, profile, out_dir, mode: str = "app", events=None, dump
         "app": app,
     }
     if app_lr is not None:
-        meta["learn"] = {"rule": app_lr["rule"], "bytes": app_lr["bytes"]}
+        meta["learn"] = {"rule": app_lr["rule"], "options": app_lr["options"], "bytes": app_lr["bytes"]}
     extra["project.json"] = json.dumps(meta, indent=2) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="esnn-export-") as tmp:

@@ -428,17 +428,7 @@ def learn_driver(sanitize: bool = True, defines=()) -> Path:
 
 def learn_config(learner) -> list[int]:
     """esnn_learn_config_t (16 int32 words, field order) of an edgesnn.learning.Learner in mode fixed."""
-    from edgesnn.learning.learner import RULES
-    reg = learner.reg
-    words = [RULES.index(learner.rule), int(learner.model.network.seed) & 0xFFFFFFFF, learner.y_one_q,
-             learner.decolle_target, learner.a_plus, learner.a_minus, learner.D_post, learner.D_elig,
-             0 if reg is None else 1, -1 if reg is None else reg[0], -1 if reg is None else reg[1],
-             0 if reg is None else reg[2], 0 if reg is None else reg[4], learner.center, int(learner.hinge),
-             int(learner.nlms)]
-    for v in words:
-        if not -(2**31) <= int(v) < 2**32:
-            raise InputError(f"learner constant {v} does not fit the C config's 32 bits")
-    return [int(v) for v in words]
+    return learner.config()
 
 
 @dataclass

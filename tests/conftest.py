@@ -1,6 +1,10 @@
 """Shared test helpers: tests needing the toolchain skip without it, and fail under EDGESNN_REQUIRE_TOOLCHAIN."""
 import os
 import shutil
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
 
 import pytest
 
@@ -23,3 +27,23 @@ ARM_CPUS = {
     "cortex-m4f": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
     "cortex-m0plus": ("-mcpu=cortex-m0plus", "-mthumb"),
 }
+
+
+@contextmanager
+def emulate_cli(model_path, *extra):
+    """`edgesnn emulate MODEL --listen tcp://127.0.0.1:0 EXTRA...` in another process: yields the URL it
+    prints; on leaving, Ctrl-C must stop it with exit status 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgesnn", "emulate", str(model_path), "--listen",
+                             "tcp://127.0.0.1:0", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("socket://127.0.0.1:"), proc.stderr.read()
+        yield url
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

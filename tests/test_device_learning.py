@@ -458,18 +458,15 @@ def test_host_device_learning_equals_emulator(rule, recurrent, alif):
 
 
 def test_cli_emulate_learn(tmp_path):
-    import signal
     import subprocess
     import sys
 
+    from conftest import emulate_cli
     from edgesnn.model import modelfile
     model = plastic_network(recurrent=True)
     path = tmp_path / "m.esnn"
     modelfile.save(model, path)
-    proc = subprocess.Popen([sys.executable, "-m", "edgesnn", "emulate", str(path), "--listen", "tcp://127.0.0.1:0",
-                             "--learn", "eprop"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = proc.stdout.readline().strip()
+    with emulate_cli(path, "--learn", "eprop") as url:
         ops = script(12, 3, seed=21)
         with connect(url, timeout=5.0) as d:
             assert d.info.has(P.Cap.LEARN) and d.learn_status().rule == RULES.index("eprop")
@@ -478,12 +475,6 @@ def test_cli_emulate_learn(tmp_path):
         lr = Learner(modelfile.load(path), "eprop", mode="fixed")
         assert np.array_equal(v, on_learner(lr, ops))
         same_weights(got, learner_weights(lr, model), "edgesnn emulate --learn")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     bad = subprocess.run([sys.executable, "-m", "edgesnn", "emulate", str(path), "--listen", "tcp://127.0.0.1:0",
                           "--learn", "nope"], capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode != 0 and "unknown learning rule" in bad.stderr and "Traceback" not in bad.stderr

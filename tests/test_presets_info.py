@@ -22,16 +22,19 @@ STRUCTURE = {
     "dvs-conv": ((2, 32, 32), [("Conv2d", "lif", (16, 32, 32)), ("SumPool2d", "lif", (16, 16, 16)),
                                ("Conv2d", "lif", (32, 16, 16)), ("SumPool2d", "lif", (32, 8, 8)),
                                ("Flatten", None, (2048,)), ("Dense", "lif", (128,)), ("Dense", "li", (11,))]),
+    "dvs-adapt": ((2, 32, 32), [("Conv2d", "lif", (8, 32, 32)), ("SumPool2d", "lif", (8, 16, 16)),
+                                ("Dense", "li", (11,))]),
     "kws": ((64,), [("Recurrent", "alif", (128,)), ("Dense", "li", (10,))]),
 }
 # input activity each preset is meant for (fraction of inputs active per step)
-RATES = {"w1": (0.01, 0.05), "w2": (0.02, 0.1), "dvs-conv": (0.01, 0.05), "kws": (0.02, 0.1)}
+RATES = {"w1": (0.01, 0.05), "w2": (0.02, 0.1), "dvs-conv": (0.01, 0.05), "dvs-adapt": (0.1, 0.4),
+         "kws": (0.02, 0.1)}
 
 
 def test_preset_names_and_unknown_name():
     assert set(presets.PRESETS) == set(STRUCTURE)
     assert all(isinstance(v, str) and len(v) > 20 for v in presets.PRESETS.values())
-    with pytest.raises(ModelError, match="unknown preset 'w3'.*w1, w2, dvs-conv, kws"):
+    with pytest.raises(ModelError, match="unknown preset 'w3'.*w1, w2, dvs-conv, dvs-adapt, kws"):
         presets.make("w3")
 
 
@@ -39,7 +42,8 @@ def test_preset_names_and_unknown_name():
 def test_preset_structure(name):
     net = presets.make(name, seed=5)
     in_shape, layers = STRUCTURE[name]
-    assert net.input_shape == in_shape and net.dt == 1e-3 and net.seed == 5 and net.name == name
+    dt = 10e-3 if name == "dvs-adapt" else 1e-3
+    assert net.input_shape == in_shape and net.dt == dt and net.seed == 5 and net.name == name
     assert [(type(l).__name__, l.neuron.kind if l.neuron else None, s)
             for l, s in zip(net.layers, net.shapes())] == layers
     for l in net.layers:
@@ -73,6 +77,10 @@ def test_dvs_conv_and_kws_parameters():
     # He-like: the weight scale shrinks with the fan-in
     sds = [float(d.layers[i].weight.std()) for i in (0, 2, 5)]
     assert sds[0] > sds[1] > sds[2] > 0
+    a = presets.make("dvs-adapt")
+    w = a.layers[0].weight
+    assert w.shape == (8, 2, 5, 5) and a.layers[0].padding == 2 and a.layers[2].plastic
+    np.testing.assert_allclose(w.sum(axis=(1, 2, 3)), 0.0, atol=1e-5)      # zero-mean kernels (float32)
     k = presets.make("kws")
     n = k.layers[0].neuron
     assert n.kind == "alif" and math.isclose(n.tau_adapt, 0.2) and n.adapt_step > 0
@@ -97,6 +105,9 @@ def test_preset_quantizes_and_runs_with_activity(name):
             for l, r in zip(net.layers[:-1], rates[:-1]):  # hidden layers: alive, not saturated
                 if l.neuron is not None:
                     assert 0.003 < r < 0.4, (name, rate, sim.program.fixed, rates)
+            if net.layers[-1].plastic:      # dvs-adapt: a readout learned from zero on the device
+                assert not np.any(model.layers[-1].weight) and model.layers[-1].shift == 13
+                continue
             assert np.abs(rec.out_v).max() > 0  # the output layer is driven
             if net.layers[-1].neuron.spiking and rate == max(RATES[name]):
                 assert rec.out_spikes.any(), (name, rate)

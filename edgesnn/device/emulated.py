@@ -87,11 +87,12 @@ class EmulatedDevice:
     ``max_events``: input events of one step (default: as many as one request carries), lowered to the
     runtime's limits of the running model (docs/protocol.md, STEP). ``learn_rule`` (None: no learning;
     one of edgesnn.learning.RULES): the model (a FixedModel) learns with edgesnn.learning.Learner in mode
-    fixed (LEARN and the teach fields of STEP), as a board exported with the same rule."""
+    fixed (LEARN and the teach fields of STEP), as a board exported with the same rule; ``learn_options``:
+    the Learner's keyword options (center, hinge, nlms), as export_project's."""
 
     def __init__(self, model, upload_capacity: int = DEFAULT_UPLOAD_CAPACITY, max_payload: int = 4096,
                  name: str = "emulator", max_steps: int = DEFAULT_MAX_STEPS, state_capacity: int | None = None,
-                 max_events: int | None = None, learn_rule: str | None = None):
+                 max_events: int | None = None, learn_rule: str | None = None, learn_options: dict | None = None):
         if not 64 <= max_payload <= P.MAX_PAYLOAD_LIMIT:
             raise InputError(f"max_payload {max_payload}: a device takes payloads of 64..65535 bytes")
         if upload_capacity < 0 or upload_capacity > 0xFFFFFFFF or not 1 <= max_steps <= 0xFFFF:
@@ -103,7 +104,7 @@ class EmulatedDevice:
             from edgesnn.learning.learner import Learner
             if isinstance(model, (bytes, bytearray)):
                 raise InputError("a learning emulated device needs the FixedModel (a blob has no seed)")
-            self.learner = Learner(model, learn_rule, mode="fixed")
+            self.learner = Learner(model, learn_rule, mode="fixed", **(learn_options or {}))
         self.model = Loaded.of(B.read_blob(blob), None if self.learner is None else self.learner.sim)
         self.upload_capacity = int(upload_capacity)
         self.max_payload = int(max_payload)
@@ -238,8 +239,10 @@ class EmulatedDevice:
         lr = self.learner
         n_layers = self.model.sim.program.n_layers
         mask = sum(1 << l for l in lr.mask if l < 32)
+        cfg = tuple(v - 2**32 if v >= 2**31 else v for v in lr.config())   # the i32 words of the reply
         return P.LearnStatus(RULES.index(lr.rule), bool(lr.enabled), mask,
-                             tuple(int(lr.eta_shift[l]) if l in lr.layers else P.ETA_NONE for l in range(n_layers)))
+                             tuple(int(lr.eta_shift[l]) if l in lr.layers else P.ETA_NONE for l in range(n_layers)),
+                             cfg)
 
     # ------------------------------------------------------------ STEP
     def _step(self, payload):

@@ -606,17 +606,21 @@ def unpack_state_reply(payload: bytes) -> np.ndarray:
 # ---- LEARN
 LEARN_QUERY, LEARN_ENABLE, LEARN_MASK, LEARN_ETA, LEARN_RESET = 0, 1, 2, 3, 4     # LEARN operations
 ETA_NONE = 0xFF                                                                  # a layer that does not learn
+LEARN_CONFIG_WORDS = 16                                                          # esnn_learn_config_t
 
 
 @dataclass(frozen=True)
 class LearnStatus:
     """The LEARN reply: the rule (edgesnn.learning.RULES index), learning on/off, the layer mask (bit l:
-    layer l learns), and per layer its eta shift (ETA_NONE: the layer does not learn)."""
+    layer l learns), per layer its eta shift (ETA_NONE: the layer does not learn), and the learner's
+    configuration (esnn_learn_config_t, LEARN_CONFIG_WORDS int32 in Learner.CONFIG_FIELDS order:
+    Learner.for_config(model, config) rebuilds the device's learner on the host)."""
 
     rule: int
     enabled: bool
     mask: int
     eta: tuple
+    config: tuple = ()
 
     @property
     def rule_name(self) -> str:
@@ -660,15 +664,20 @@ def unpack_learn(payload: bytes) -> tuple:
 
 
 def pack_learn_status(st: LearnStatus) -> bytes:
-    return struct.pack("<BBIH", st.rule, 1 if st.enabled else 0, st.mask & 0xFFFFFFFF, len(st.eta)) + bytes(st.eta)
+    if len(st.config) != LEARN_CONFIG_WORDS:
+        raise ValueError(f"a learning status carries {LEARN_CONFIG_WORDS} config words, got {len(st.config)}")
+    cfg = [int(v) & 0xFFFFFFFF for v in st.config]
+    return (struct.pack("<BBIH", st.rule, 1 if st.enabled else 0, st.mask & 0xFFFFFFFF, len(st.eta))
+            + bytes(st.eta) + struct.pack(f"<{LEARN_CONFIG_WORDS}I", *cfg))
 
 
 def unpack_learn_status(payload: bytes) -> LearnStatus:
     r = Reader(payload)
     rule, enabled, mask, n = r.take("BBIH", "the learning status")
     eta = tuple(r.raw(n, "the eta shifts"))
+    cfg = r.take(f"{LEARN_CONFIG_WORDS}i", "the learner's configuration")
     r.end()
-    return LearnStatus(rule, bool(enabled), mask, eta)
+    return LearnStatus(rule, bool(enabled), mask, eta, tuple(cfg))
 
 
 # ---- ERROR

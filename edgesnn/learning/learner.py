@@ -148,6 +148,44 @@ class Learner:
         self.updates = 0
         self.reset()
 
+    # ------------------------------------------------------------ the C learner's configuration
+    CONFIG_FIELDS = ("rule", "seed", "y_one", "decolle_target", "a_plus", "a_minus", "d_post", "d_elig",
+                     "reg_on", "reg_lo", "reg_hi", "reg_d", "reg_shift", "center", "hinge", "nlms")
+
+    def config(self) -> list[int]:
+        """esnn_learn_config_t of the C learner (docs/learning.md; 16 int32 words in CONFIG_FIELDS order)
+        for this Learner in mode fixed: what a device reports in its LEARN status."""
+        reg = self.reg
+        words = [RULES.index(self.rule), int(self.model.network.seed) & 0xFFFFFFFF, self.y_one_q,
+                 self.decolle_target, self.a_plus, self.a_minus, self.D_post, self.D_elig,
+                 0 if reg is None else 1, -1 if reg is None else reg[0], -1 if reg is None else reg[1],
+                 0 if reg is None else reg[2], 0 if reg is None else reg[4], self.center, int(self.hinge),
+                 int(self.nlms)]
+        for name, v in zip(self.CONFIG_FIELDS, words):
+            if not -(2**31) <= int(v) < 2**32:
+                raise ModelError(f"learner constant {name} = {v} does not fit the C config's 32 bits")
+        return [int(v) for v in words]
+
+    @classmethod
+    def for_config(cls, model: FixedModel, words) -> "Learner":
+        """The fixed-point Learner whose config() equals ``words`` (a device's LEARN status): the rule and
+        the options rule, center, hinge and nlms are read from it, the rest must be the defaults. Raises
+        ModelError naming the fields that differ (another seed: the device runs another model's learner)."""
+        words = [int(w) for w in words]
+        if len(words) != len(cls.CONFIG_FIELDS):
+            raise ModelError(f"a learner configuration has {len(cls.CONFIG_FIELDS)} words, got {len(words)}")
+        if not 0 <= words[0] < len(RULES):
+            raise ModelError(f"unknown learning rule number {words[0]} (0..{len(RULES) - 1}: {', '.join(RULES)})")
+        lr = cls(model, RULES[words[0]], mode="fixed", center=words[13], hinge=bool(words[14]),
+                 nlms=bool(words[15]))
+        mine = lr.config()
+        bad = [f"{n} {w} (here {m})" for n, w, m in zip(cls.CONFIG_FIELDS, words, mine) if (w - m) % 2**32]
+        if bad:
+            raise ModelError("the device's learner differs from this model's fixed-point Learner: "
+                             + ", ".join(bad) + "; check that the device runs this model, built with its "
+                             "learning options (edgesnn export --learn)")
+        return lr
+
     # ------------------------------------------------------------ weights
     def _float_weights(self, L, rec):
         off = L.wrec_off if rec else L.w_off

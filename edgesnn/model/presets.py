@@ -2,7 +2,7 @@
 
     net = presets.make("kws", seed=0)       # a spec.Network; quantize.quantize(net) gives the FixedModel
 
-Every preset uses dt = 1 ms and reset by subtraction, and draws its weights from
+Every preset uses dt = 1 ms (dvs-adapt: 10 ms, the bins it learns from) and reset by subtraction, and draws its weights from
 numpy.random.default_rng(seed) (the seed is also the model's PRNG seed), so a name and a seed give the
 same network everywhere. The initial weights are random, not trained: a preset is a workload of the
 right size and activity, not a classifier.
@@ -27,6 +27,11 @@ PRESETS = {
     "dvs-conv": "convolutional DVS classifier: input (2, 32, 32) -> Conv2d 16x3x3 LIF -> SumPool 2 -> "
                 "Conv2d 32x3x3 LIF -> SumPool 2 -> Flatten -> Dense 128 LIF -> Dense 11 LI readout; "
                 "tau_mem 20 ms, He-like init scaled for ~2 % activity (works for 1-5 % input)",
+    "dvs-adapt": "on-device adaptation to DVS gestures (`edgesnn adapt`): input (2, 32, 32) at 10 ms steps -> "
+                 "frozen Conv2d 8x5x5 LIF (random zero-mean kernels, same padding) -> SumPool 2 LIF -> "
+                 "plastic Dense 11 LI readout, all weights zero (learned on the device); tau_mem 50 ms, "
+                 "scaled for 128x128 DVS events pooled 4x4, each input active at most once per step "
+                 "(~11 % of the inputs per step)",
     "kws": "keyword spotting: 64 delta-modulation audio channels (32 bands x on/off) -> Recurrent 128 ALIF "
            "(tau_mem 20 ms, tau_adapt 200 ms) -> Dense 10 LI readout (digits); for 2-10 % channel activity",
 }
@@ -76,6 +81,19 @@ def _dvs_conv(rng) -> Network:
     ], dt=DT, name="dvs-conv")
 
 
+def _dvs_adapt(rng) -> Network:
+    dt, tau, rate = 10e-3, 50e-3, 0.11
+    beta = math.exp(-dt / tau)
+    lif = Neuron("lif", tau_mem=tau, threshold=1.0, reset="subtract")
+    wc = _scaled(rng, (8, 2, 5, 5), 2 * 25, rate, beta, 1.0)
+    wc -= wc.mean(axis=(1, 2, 3), keepdims=True)     # zero-mean kernels: edges and motion, not brightness
+    return Network((2, 32, 32), [
+        Conv2d(wc, stride=1, padding=2, neuron=lif),
+        SumPool2d(2, weight=1.0, neuron=lif),
+        Dense(np.zeros((11, 8 * 16 * 16)), neuron=Neuron("li", tau_mem=tau), plastic=True),
+    ], dt=dt, name="dvs-adapt")
+
+
 def _kws(rng) -> Network:
     tau = 20e-3
     beta = math.exp(-DT / tau)
@@ -88,7 +106,7 @@ def _kws(rng) -> Network:
     ], dt=DT, name="kws")
 
 
-_MAKERS = {"w1": _w1, "w2": _w2, "dvs-conv": _dvs_conv, "kws": _kws}
+_MAKERS = {"w1": _w1, "w2": _w2, "dvs-conv": _dvs_conv, "dvs-adapt": _dvs_adapt, "kws": _kws}
 
 
 def make(name: str, seed: int = 0) -> Network:

@@ -17,6 +17,7 @@ from .spec import Conv2d, Flatten, Network, Recurrent, SumPool2d, tau_of
 
 QMAX = {8: 127, 16: 32767}
 PLASTIC_HEADROOM_BITS = 1  # plastic layers leave weights room to double through learning
+PLASTIC_ZERO_SHIFT = 13    # an all-zero plastic layer (to be learned from scratch): |w| <= 4 in units of 2^-13
 MAX_SHIFT = 62             # |shift| bound: 2^shift stays exact in a float64 and in an int64
 
 
@@ -123,6 +124,8 @@ def quantize_layer(layer, dt: float, index: int, shift: int | None = None) -> La
         return None
     bits = 16 if layer.plastic else 8
     n = layer.neuron
+    if shift is None and layer.plastic and _max_abs(layer) == 0:
+        shift = PLASTIC_ZERO_SHIFT      # no weights to take a scale from: the scale learning can grow into
     if shift is None:
         shift = weight_shift(_max_abs(layer), bits, PLASTIC_HEADROOM_BITS if layer.plastic else 0)
         if n.spiking:  # the threshold must fit int32 too, with a bit to spare for adaptation

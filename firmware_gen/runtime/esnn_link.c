@@ -554,7 +554,8 @@ static int32_t do_step(esnn_link_t *L, const uint8_t *p, uint32_t len, out_t *o,
 /* ---- learning */
 
 #ifdef ESNN_LINK_LEARN
-/* The LEARN reply: u8 rule, u8 enabled, u32 mask, u16 n_layers, n_layers x u8 eta shift (0xFF: no learning). */
+/* The LEARN reply: u8 rule, u8 enabled, u32 mask, u16 n_layers, n_layers x u8 eta shift (0xFF: no learning),
+   16 x i32 the learner's configuration (esnn_learn_config_t in field order). */
 static void learn_status(const esnn_link_t *L, out_t *o)
 {
     const esnn_learn_t *lr = &L->learner;
@@ -568,6 +569,22 @@ static void learn_status(const esnn_link_t *L, out_t *o)
     put16(o, lr->n_layers);
     for (l = 0; l < lr->n_layers; l++)
         put8(o, lr->layers[l].role == ESNN_ROLE_NONE ? 0xFFu : lr->layers[l].k);
+    put32(o, (uint32_t)lr->cfg.rule);        /* esnn_learn_config_t, field order */
+    put32(o, lr->cfg.seed);
+    put32(o, (uint32_t)lr->cfg.y_one);
+    put32(o, (uint32_t)lr->cfg.decolle_target);
+    put32(o, (uint32_t)lr->cfg.a_plus);
+    put32(o, (uint32_t)lr->cfg.a_minus);
+    put32(o, lr->cfg.d_post);
+    put32(o, lr->cfg.d_elig);
+    put32(o, (uint32_t)lr->cfg.reg);
+    put32(o, (uint32_t)lr->cfg.reg_lo);
+    put32(o, (uint32_t)lr->cfg.reg_hi);
+    put32(o, lr->cfg.reg_d);
+    put32(o, lr->cfg.reg_shift);
+    put32(o, lr->cfg.center);
+    put32(o, (uint32_t)lr->cfg.hinge);
+    put32(o, (uint32_t)lr->cfg.nlms);
 }
 
 static int32_t do_learn(esnn_link_t *L, const uint8_t *p, uint32_t len, out_t *o, uint32_t *detail)
