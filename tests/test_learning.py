@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edgesnn.errors import ModelError
+from edgesnn.errors import InputError, ModelError
 from edgesnn.kernels.prng import PyPrng, seed_state
 from edgesnn.learning import Learner
 from edgesnn.learning import rules as R
@@ -287,6 +287,17 @@ def test_explicit_reward_equals_reference():
     assert np.array_equal(lr.weights(0), ref.q[0].weight)
 
 
+def test_reward_beyond_int32_is_refused_before_the_step():
+    lr = Learner(make_model(seed=9), "rstdp")
+    lr.step(np.array([1, 2], np.int32), reward=2**31 - 1)             # the largest int32 is taken
+    state = lr.sim.vs.copy()
+    w = lr.weights(0).copy()
+    for bad in (2**31, -(2**31) - 1):
+        with pytest.raises(InputError, match="an int32 .* the step was not run"):
+            lr.step(np.array([1, 2], np.int32), reward=bad)
+    assert lr.t == 1 and np.array_equal(lr.sim.vs, state) and np.array_equal(lr.weights(0), w)
+
+
 @pytest.mark.parametrize("rule", ["readout", "etlp", "decolle", "eprop", "stdp", "rstdp"])
 def test_empty_input_changes_nothing_but_the_error(rule):
     model = make_model()
@@ -553,7 +564,6 @@ def test_nlms_shift_is_k_plus_ilog2():
 
 
 def test_a_label_outside_the_readout_is_refused_before_anything_changes():
-    from edgesnn.errors import InputError
     model = make_model()
     lr = Learner(model, "etlp")
     w0 = lr.weights(0).copy()

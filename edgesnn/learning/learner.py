@@ -287,6 +287,9 @@ class Learner:
         if not -1 <= label < self.n_classes:
             raise InputError(f"label {label} at step {self.t}: the readout has classes 0..{self.n_classes - 1} "
                              f"(-1: no label); check the data's labels against the model's outputs")
+        if reward is not None and not -(2**31) <= int(reward) < 2**31:   # the C learner's int32: |R c| < 2^62
+            raise InputError(f"reward {reward} at step {self.t}: an int32 (the device link carries "
+                             f"-32768..32767); the step was not run")
         ev = np.ascontiguousarray(events, dtype=np.int32)
         a_old = {}
         for l, L in self.layers.items():
@@ -503,8 +506,8 @@ class Learner:
             fixed = 16                                      # the layer's PRNG stream
             if L.recurrent:
                 per_neuron += 4 + 4                          # e_rec and the previous spike flag / index
-            if L.kind == "alif" and L.role == "eprop":
-                per_neuron += 4                              # a_old (copied before the step)
+            if L.kind == "alif":
+                per_neuron += 4                              # a_old (copied before the step; every rule)
             if L.role in ("stdp", "rstdp"):
                 per_neuron += 4                              # post trace
             if L.role == "rstdp":
