@@ -10,6 +10,7 @@ All three paths call the same compiled step, so they agree exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -76,15 +77,27 @@ class Record:
     state: np.ndarray | None        # (T, n_vs) every membrane, current and adaptation value
 
 
+_FIXED_TYPES = tuple(np.dtype(t) for t in (np.int64, np.int64, np.int8, np.int16, np.int32, np.int32))
+_FLOAT_TYPES = tuple(np.dtype(t) for t in (np.int64, np.float32, np.float32, np.float32, np.float32, np.int32))
+
+
 class Simulator:
     """Explicit parameters (a Program) and explicit state (vs, ist); the kernels do the rest."""
 
     def __init__(self, program: Program):
         self.program = program
-        self.vs, self.ist = program.new_state()
+        self._vs, self._ist = program.new_state()
         p = program
         self._args = (p.ltab, p.ptab, p.wa, p.wb)
-        self._ltab, self._ptab, self._wa, self._wb, self._step = p.ltab, p.ptab, p.wa, p.wb, kn.step
+        # the streaming step takes the six arrays by address (one argument, kn.step_fixed_at): the arrays
+        # are held here, modified in place only, never replaced (vs and ist are read-only attributes)
+        arrays = (p.ltab, p.ptab, p.wa, p.wb, self._vs, self._ist)
+        step_at = {_FIXED_TYPES: kn.step_fixed_at, _FLOAT_TYPES: kn.step_float_at}.get(tuple(a.dtype for a in arrays))
+        if step_at is not None:
+            self._address_table = kn.address_table(*arrays)
+            self._step = partial(step_at, self._address_table)
+        else:                          # any other layout: the six arrays as arguments
+            self._step = partial(kn.step, *arrays)
         self.n_inputs = int(p.ltab[0, K.L_N_IN])
         self.n_outputs = int(p.ltab[-1, K.L_N_OUT])
         sizes = p.layer_sizes()
@@ -104,6 +117,16 @@ class Simulator:
         return cls(build_float(network))
 
     # ------------------------------------------------------------ state
+    @property
+    def vs(self) -> np.ndarray:
+        """The numeric state (membranes, currents, adaptation), modified in place by every step."""
+        return self._vs
+
+    @property
+    def ist(self) -> np.ndarray:
+        """The integer state (refractory counters, spike lists, spike counts)."""
+        return self._ist
+
     def reset(self):
         self.vs[:] = 0
         self.ist[:] = 0
@@ -131,7 +154,7 @@ class Simulator:
             inp = np.ascontiguousarray(events, dtype=np.int32)
             if inp.ndim != 1:
                 raise InputError(f"a step takes a 1-D list of input indices, got shape {inp.shape}")
-        n = self._step(self._ltab, self._ptab, self._wa, self._wb, self.vs, self.ist, inp)
+        n = self._step(inp)
         if n < 0:
             self._raise_status(n, inp, f"step {self.steps}; the step was not applied")
         self.steps += 1

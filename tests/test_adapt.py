@@ -178,8 +178,10 @@ def test_cli_export_learn(tmp_path, model):
     meta = json.loads((tmp_path / "fw" / "project.json").read_text())
     assert meta["learn"]["rule"] == "readout" and meta["learn"]["options"] == {"center": 6}
     cfg = (tmp_path / "fw" / "board" / "board_config.h").read_text()
-    words = Learner(model, "readout", mode="fixed", center=6).config()
-    assert f"6u, (0), (0) }}" in cfg and f"{words[1]}u" in cfg          # center, hinge, nlms; the seed
+    from firmware_gen.export import app_learn
+    line = "#define APP_LEARN_CONFIG {{ {} }}"
+    assert line.format(", ".join(app_learn(model, "readout", {"center": 6})["config"])) in cfg
+    assert line.format(", ".join(app_learn(model, "readout")["config"])) not in cfg      # the option arrived
     plain = tmp_path / "w2.esnn"
     modelfile.save(quantize(presets.make("w2")), plain)
     for src, extra, msg in ((path, ["--learn-center", "6"], "--learn-center needs --learn RULE"),

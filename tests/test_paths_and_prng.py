@@ -34,6 +34,27 @@ def test_stream_fused_batch_identical(seed, fixed):
         assert np.array_equal(v[b], fused[b].out_v)
 
 
+def test_stream_step_follows_the_arrays_in_place():
+    """The streaming step reaches the program and state by address: changes made in place (a learner's
+    weights, a reset) are what it runs on, and the state arrays cannot be rebound behind its back."""
+    net = random_network(4, conv=False)
+    a, b = Simulator.fixed(quantize(net)), Simulator.fixed(quantize(net))
+    steps = random_events(4, net.n_inputs, 12)
+    for p in (a.program, b.program):
+        p.wa[:] = np.clip(p.wa.astype(np.int16) * 2, -127, 127)          # in place, after the set-up
+    b.run(Events.from_lists(steps[:5]))
+    b.reset()
+    for t, idx in enumerate(steps):
+        assert a.step(idx).tolist() == b.step(idx).tolist()
+    ref = Simulator.fixed(quantize(net))
+    ref.program.wa[:] = a.program.wa
+    assert np.array_equal(ref.run(Events.from_lists(steps), record="all").state[-1], a.vs)
+    with pytest.raises(AttributeError):
+        a.vs = np.zeros_like(a.vs)
+    with pytest.raises(AttributeError):
+        a.ist = np.zeros_like(a.ist)
+
+
 def test_dense_step_equals_index_step():
     net = random_network(2, conv=True)
     steps = random_events(2, net.n_inputs, 20)
