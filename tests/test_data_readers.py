@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesnn.data import DataError, bin_events, open_dataset, parse_spec
+from edgesnn.data import DataError, bin_events, open_dataset, parse_spec, peak_levels
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -123,6 +123,69 @@ def test_fsdd_reader_selects_speakers_and_indices(tmp_path):
     (tmp_path / "0_ann_0.wav").write_bytes(b"RIFF1234garbage")
     with pytest.raises(DataError, match="0_ann_0.wav"):
         open_dataset(f"fsdd:{tmp_path}?index=0-0")
+
+
+def test_peak_levels_by_hand():
+    # m_t = max_c env, p_t = max(m_t, p_{t-1} - release), level = max(0, env - (p_t - range)) >> shift if m_t >= gate
+    env = np.array([[100, 60, 0], [40, 90, 10], [10, 20, 30], [200, 150, 170]])
+    out = peak_levels(env, 1, 50, 4, 35)
+    # t0: p=100, base 50 -> (50, 10, 0) >> 1; t1: p=max(90, 96)=96, base 46 -> (0, 44, 0) >> 1
+    # t2: m=30 < gate 35 -> silent (p=92 still falls); t3: p=200, base 150 -> (50, 0, 20) >> 1
+    assert out.tolist() == [[25, 5, 0], [0, 22, 0], [0, 0, 0], [25, 0, 10]]
+    assert not peak_levels(env, 0, 0, 0, 0).any()                    # range 0: nothing above the peak
+    # release: a slow peak (0 per step) holds 100 over t1, t2; a fast one (100 per step) follows the frame max
+    assert peak_levels(env, 0, 10, 0, 0).tolist() == [[10, 0, 0], [0, 0, 0], [0, 0, 0], [10, 0, 0]]
+    assert peak_levels(env, 0, 10, 100, 0).tolist() == [[10, 0, 0], [0, 10, 0], [0, 0, 10], [10, 0, 0]]
+    assert not peak_levels(np.zeros((3, 2), np.int64), 3, 96, 4, 0).any()   # silence: no event, even ungated
+    # the base never goes below 0: a quiet frame under a low peak counts from 0
+    assert peak_levels(np.array([[40, 8]]), 2, 96, 4, 0).tolist() == [[10, 2]]
+
+
+def test_fsdd_peak_norm_is_gain_invariant(tmp_path):
+    rng = np.random.default_rng(1)
+    t = np.arange(4000) / 8000
+    word = np.sin(2 * np.pi * 400 * t) * np.minimum(1, 8 * t) + 0.5 * np.sin(2 * np.pi * 1500 * t) * (t > 0.25)
+    noise = rng.normal(0, 1, t.size)
+    for i, gain in enumerate((16000, 2000)):   # the same word 18 dB quieter
+        write_wav(tmp_path / f"3_ann_{i}.wav", np.round(gain * (word + 0.002 * noise) / 1.5))
+    def counts(q):
+        ds = open_dataset(f"fsdd:{tmp_path}?steps=50&{q}")
+        return [np.bincount(ev.idx, minlength=ds.input_shape[0]).astype(float) for ev, _ in ds.samples]
+    loud, quiet = counts("norm=fixed")
+    assert quiet.sum() < 0.7 * loud.sum()                 # the fixed floor sees the gain
+    loud, quiet = counts("norm=peak&env_shift=7&gate=100")
+    assert abs(quiet.sum() - loud.sum()) < 0.05 * loud.sum()   # the running peak does not
+    assert np.corrcoef(loud, quiet)[0, 1] > 0.98
+    ds = open_dataset(f"fsdd:{tmp_path}?norm=peak&env_shift=7&gate=100&peak_range=64&peak_release=2&delays=0,4")
+    assert ds.options["norm"] == "peak" and ds.options["env_shift"] == 7 and ds.options["gate"] == 100
+    assert ds.options["peak_range"] == 64 and ds.options["peak_release"] == 2 and ds.input_shape == (64,)
+    # a gate above every frame silences everything; a wide range gives more events than a narrow one
+    assert all(ev.idx.size == 0 for ev, _ in open_dataset(f"fsdd:{tmp_path}?norm=peak&gate=1024").samples)
+    wide = open_dataset(f"fsdd:{tmp_path}?norm=peak&peak_range=128").samples[0][0].idx.size
+    narrow = open_dataset(f"fsdd:{tmp_path}?norm=peak&peak_range=32").samples[0][0].idx.size
+    assert wide > narrow > 0
+    # env_shift reaches the front-end: a slower envelope changes the code
+    a = open_dataset(f"fsdd:{tmp_path}?env_shift=5").samples[0][0].idx
+    b = open_dataset(f"fsdd:{tmp_path}?env_shift=9").samples[0][0].idx
+    assert a.size != b.size or not np.array_equal(a, b)
+    # the default (no norm option) is the fixed floor, as before
+    assert np.array_equal(open_dataset(f"fsdd:{tmp_path}").samples[0][0].idx,
+                          open_dataset(f"fsdd:{tmp_path}?norm=fixed&env_shift=5").samples[0][0].idx)
+    assert "norm" not in open_dataset(f"fsdd:{tmp_path}").options
+
+
+@pytest.mark.parametrize("q, msg", [
+    ("norm=agc", "norm='agc' is out of range"), ("env_shift=0", "env_shift='0' is out of range"),
+    ("env_shift=17", "env_shift='17' is out of range"), ("env_shift=x", "env_shift='x' is not"),
+    ("peak_range=-1", "peak_range='-1' is out of range"), ("peak_range=1025", "peak_range='1025' is out of range"),
+    ("peak_release=-1", "peak_release='-1' is out of range"), ("peak_release=2000", "out of range"),
+    ("gate=-5", "gate='-5' is out of range"), ("gate=1025", "gate='1025' is out of range"), ("gate=1.5", "is not"),
+    ("norm=peak&encode=delta", "norm=peak applies to the level code only"),
+])
+def test_fsdd_norm_options_refused(tmp_path, q, msg):
+    write_wav(tmp_path / "0_ann_0.wav", np.zeros(800, np.int16))
+    with pytest.raises(DataError, match=msg):
+        open_dataset(f"fsdd:{tmp_path}?{q}")
 
 
 def test_dvsgesture_reader_parts(tmp_path):

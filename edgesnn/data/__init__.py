@@ -11,7 +11,16 @@ Readers (options, defaults):
                   speakers=a,b (keep only), exclude=a,b (drop), index=LO-HI (inclusive; also 'index=5-49'),
                   hop_ms=10, channels=32, steps=80, encode=level|delta, level_shift=3, floor=144, limit=N,
                   delays=0 (a delay line: delays=0,4,8,12 presents at each step the frames of 0, 4, 8 and 12
-                  steps ago side by side, input = len(delays) x the channels, lag-major)
+                  steps ago side by side, input = len(delays) x the channels, lag-major),
+                  env_shift=5 (the front-end's envelope low-pass, 1..16: time constant 2^env_shift samples),
+                  norm=fixed|peak (level code only; fixed: levels counted from the fixed `floor`; peak: from a
+                  running peak, an AGC independent of the recording gain, all integer and causal:
+                    m_t = max_c logenv_c(t),  p_t = max(m_t, p_{t-1} - peak_release)  (p_{-1} = 0),
+                    level_c(t) = max(0, logenv_c(t) - max(0, p_t - peak_range)) >> level_shift  if m_t >= gate,
+                    else 0),
+                  peak_range=96 (Q4 log2 units below the peak, 0..1024: 96 = 6 octaves = 36 dB),
+                  peak_release=4 (Q4 units per step the peak falls, 0..1024), gate=0 (silence gate in Q4 log2
+                  units, 0..1024; norm=peak only)
   dvsgesture:DIR  folder of N.bs2 + labels.csv (file,class_id_1based,class_index_0based,class_name), 128x128.
                   bin_ms=10, steps=150, pool=4, part=all|head|tail, frac=0.5 (head: the first frac of each
                   recording, tail: the rest)
@@ -245,7 +254,8 @@ def _names(s):
 def read_fsdd(path, opts) -> Dataset:
     o = _Opts("fsdd", opts, {"speakers": "", "exclude": "", "index": "0-49", "hop_ms": 10.0, "channels": 32,
                              "steps": 80, "encode": "level", "level_shift": 3, "floor": 144, "limit": 0,
-                             "delays": "0"})
+                             "delays": "0", "env_shift": 5, "norm": "fixed", "peak_range": 96,
+                             "peak_release": 4, "gate": 0})
     folder = _folder(path, "fsdd")
     if (folder / "recordings").is_dir():
         folder = folder / "recordings"
@@ -261,6 +271,14 @@ def read_fsdd(path, opts) -> Dataset:
     limit = o.get("limit", int, lambda v: v >= 0, "an integer >= 0")
     delays = o.get("delays", _delays, lambda v: 0 < len(v) <= 32 and all(0 <= d < 1000 for d in v),
                    "comma-separated lags in steps, 0..999, at most 32")
+    env_shift = o.get("env_shift", int, lambda v: 1 <= v <= 16, "1..16")
+    norm = o.get("norm", str, lambda v: v in ("fixed", "peak"), "fixed or peak")
+    peak_range = o.get("peak_range", int, lambda v: 0 <= v <= 1024, "0..1024")
+    peak_release = o.get("peak_release", int, lambda v: 0 <= v <= 1024, "0..1024")
+    gate = o.get("gate", int, lambda v: 0 <= v <= 1024, "0..1024")
+    if norm == "peak" and encode != "level":
+        raise DataError("fsdd: norm=peak applies to the level code only (encode=level)")
+    peak = (peak_range, peak_release, gate) if norm == "peak" else None
     files = []
     for f in sorted(os.listdir(folder)):
         m = FSDD_NAME.match(f)
@@ -282,6 +300,10 @@ def read_fsdd(path, opts) -> Dataset:
                 "level_shift": level_shift, "floor": floor}
     if delays != [0]:
         opts_out["delays"] = ",".join(str(d) for d in delays)
+    if env_shift != 5:
+        opts_out["env_shift"] = env_shift
+    if peak is not None:
+        opts_out.update(norm="peak", peak_range=peak_range, peak_release=peak_release, gate=gate)
     ds = Dataset("fsdd", (n_in,), 10, steps, hop_ms * 1e-3, options=opts_out)
     fe = None
     for f, d, spk in files:
@@ -290,9 +312,9 @@ def read_fsdd(path, opts) -> Dataset:
         except SourceError as e:
             raise DataError(f"fsdd: {e}") from None
         if fe is None or fe.rate != src.rate:
-            fe = AudioFrontend(rate=src.rate, n_channels=channels, hop_ms=hop_ms)
+            fe = AudioFrontend(rate=src.rate, n_channels=channels, hop_ms=hop_ms, env_shift=env_shift)
         fe.reset()
-        ds.samples.append((audio_events(fe, src.samples, steps, encode, level_shift, floor, delays), d))
+        ds.samples.append((audio_events(fe, src.samples, steps, encode, level_shift, floor, delays, peak), d))
         ds.ids.append(f)
         ds.groups.append(spk)
     return ds
@@ -302,16 +324,36 @@ def _delays(s):
     return [int(x) for x in s.split(",") if x != ""]
 
 
-def audio_events(fe, samples, steps, encode, level_shift, floor, delays=(0,)) -> Events:
+def peak_levels(env, level_shift, peak_range, peak_release, gate) -> np.ndarray:
+    """The running-peak level code (norm=peak) of log envelopes env (T, C), integers, causal:
+    m_t = max_c env[t, c], p_t = max(m_t, p_{t-1} - peak_release) (p_{-1} = 0),
+    out[t, c] = max(0, env[t, c] - max(0, p_t - peak_range)) >> level_shift if m_t >= gate, else 0
+    (so silence, env = 0, gives no event even with gate = 0)."""
+    env = np.asarray(env, np.int64)
+    out = np.zeros(env.shape, np.int64)
+    p = 0
+    for t in range(env.shape[0]):
+        m = int(env[t].max()) if env.shape[1] else 0
+        p = max(m, p - peak_release)
+        if m >= gate:
+            out[t] = np.maximum(env[t] - max(0, p - peak_range), 0) >> level_shift
+    return out
+
+
+def audio_events(fe, samples, steps, encode, level_shift, floor, delays=(0,), peak=None) -> Events:
     """int16 samples -> Events of ``steps`` rows. level: channel c fires max(0, (logenv_c - floor) >> shift)
-    times per step (integers, shift of a non-negative value); delta: the front-end's ON/OFF spikes.
+    times per step (integers, shift of a non-negative value), or with ``peak`` = (peak_range, peak_release,
+    gate) the running-peak code of peak_levels; delta: the front-end's ON/OFF spikes.
     ``delays`` (a delay line): block i of the input holds the frame of ``delays[i]`` steps ago (zeros before
     the start), so input index = i * n_channels + c."""
     if encode == "delta":
         raster = fe.raster(samples).astype(np.int64)
     else:
         env = fe.process(samples).astype(np.int64)
-        raster = np.maximum(env - floor, 0) >> level_shift
+        if peak is not None:
+            raster = peak_levels(env, level_shift, *peak)
+        else:
+            raster = np.maximum(env - floor, 0) >> level_shift
     out = np.zeros((steps, raster.shape[1]), np.int64)
     n = min(steps, raster.shape[0])
     out[:n] = raster[:n]

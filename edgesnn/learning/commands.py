@@ -22,7 +22,7 @@ DEFAULT_SPLITS = {
 
 # reader options the trainer adds when the SPEC does not give them (the model's input front-end)
 READER_DEFAULTS = {
-    "fsdd": {"delays": "0,4,8,12"},
+    "fsdd": {"delays": "0,4,8,12", "norm": "peak", "env_shift": 7, "gate": 100},
 }
 
 # good defaults per (reader, rule): options for train(), chosen on the validation sets (docs/learning.md)
@@ -30,7 +30,8 @@ DEFAULTS = {
     "nmnist": {"epochs": 10, "hidden": 1024, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -4,
                "hidden_gain": 2 ** -9, "anneal": 2, "hidden_epochs": 3, "conv": 16, "center": 6},
     "fsdd": {"epochs": 10, "hidden": 1024, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -6,
-             "hidden_gain": 2 ** -10, "anneal": 4, "hidden_epochs": 2, "center": 10},
+             "hidden_gain": 2 ** -10, "anneal": 4, "hidden_epochs": 2, "center": 8, "readout_init": 0.0,
+             "readout_shift": 15},
     "dvsgesture": {"epochs": 10, "hidden": 256, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -5,
                    "hidden_gain": 2 ** -8, "anneal": 3, "hidden_epochs": 3},
 }
@@ -77,8 +78,8 @@ def cmd_train(args):
     epochs = args.epochs if args.epochs is not None else d["epochs"]
     hidden = args.hidden if args.hidden is not None else d["hidden"]
     net = T.default_network(tr, args.rule, hidden=hidden, seed=args.seed, readout_tau_steps=d["readout_tau_steps"],
-                            conv=d.get("conv", 0))
-    model = T.initial_model(net)
+                            conv=d.get("conv", 0), readout_init=d.get("readout_init", 0.01))
+    model = T.initial_model(net, readout_shift=d.get("readout_shift"))
     eta = None if args.eta_shift is None else int(args.eta_shift)
     res = T.train(model, tr, args.rule, epochs=epochs, mode=args.mode, val=None, seed=args.seed,
                   progress=_progress(args), eta_shift=eta, teach_from=d["teach_from"], gain=d["gain"],

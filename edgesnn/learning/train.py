@@ -24,12 +24,15 @@ READOUT_SHIFT = 13   # readout weights in units of 2^-13: |w| <= 4 (int16)
 
 def default_network(ds, rule: str, hidden: int | None = None, seed: int = 0,
                     readout_tau_steps: float | None = None, in_gain: float = 1.0, patch: int = 0,
-                    zero_mean: bool = True, conv: int = 0, conv_kernel: int = 5) -> Network:
+                    zero_mean: bool = True, conv: int = 0, conv_kernel: int = 5,
+                    readout_init: float = 0.01) -> Network:
     """The default architecture for a data set: input -> plastic hidden (LIF; ALIF Recurrent for FSDD
     with e-prop) -> plastic LI readout. Weights: zero-mean normal, scaled for the input's activity.
     ``conv`` > 0 (image-like input): a frozen front-end first, ``conv`` random zero-mean
     conv_kernel x conv_kernel LIF feature maps (stride 1, same padding) and a 2x2 sum pool of LIF neurons;
-    the plastic hidden layer then reads the pooled maps."""
+    the plastic hidden layer then reads the pooled maps. ``readout_init``: the standard deviation of the
+    readout's initial weights (0: start from zero; the delta rule never corrects the part of a random start
+    that its (centred) input traces do not span, e.g. the rows' common mode, a loudness-dependent bias)."""
     rng = np.random.default_rng(seed)
     n_in = int(np.prod(ds.input_shape))
     dt = ds.dt
@@ -77,7 +80,8 @@ def default_network(ds, rule: str, hidden: int | None = None, seed: int = 0,
                           alif, plastic=True)
     else:
         first = Dense(w_in, lif, plastic=True)
-    out = Dense(rng.normal(0.0, 0.01, (ds.n_classes, hidden)), readout, plastic=True)
+    w_out = rng.normal(0.0, 0.01, (ds.n_classes, hidden))   # drawn in any case: the same stream after it
+    out = Dense(w_out * (readout_init / 0.01), readout, plastic=True)
     return Network(ds.input_shape, front + [first, out], dt=dt, name=f"{ds.name}-{rule}", seed=seed)
 
 
