@@ -93,7 +93,7 @@ class Simulator:
         # are held here, modified in place only, never replaced (vs and ist are read-only attributes)
         arrays = (p.ltab, p.ptab, p.wa, p.wb, self._vs, self._ist)
         step_at = {_FIXED_TYPES: kn.step_fixed_at, _FLOAT_TYPES: kn.step_float_at}.get(tuple(a.dtype for a in arrays))
-        if step_at is not None:
+        if step_at is not None and all(a.flags.c_contiguous for a in arrays):
             self._address_table = kn.address_table(*arrays)
             self._step = partial(step_at, self._address_table)
         else:                          # any other layout: the six arrays as arguments
