@@ -109,6 +109,29 @@ uint32_t board_ticks(void)
     return SYST_CVR;
 }
 
+void board_send_word(uint32_t w, uint32_t *hash)
+{
+    board_putc((uint8_t)(w & 0xFFu));
+    board_putc((uint8_t)((w >> 8) & 0xFFu));
+    board_putc((uint8_t)((w >> 16) & 0xFFu));
+    board_putc((uint8_t)(w >> 24));
+    *hash = (*hash ^ w) * BOARD_FNV_PRIME;
+}
+
+uint32_t board_calibrate(uint32_t n)
+{
+    uint32_t t0, t1;
+    uint32_t r = n;
+    t0 = board_ticks();
+#if defined(__thumb2__)
+    __asm__ volatile("1:\n\tsubs %0, %0, #1\n\tbne 1b" : "+l"(r) : : "cc", "memory");
+#else /* ARMv6-M: GCC hands inline assembly to the assembler in divided syntax, where this sub sets flags */
+    __asm__ volatile("1:\n\tsub %0, #1\n\tbne 1b" : "+l"(r) : : "cc", "memory");
+#endif
+    t1 = board_ticks();
+    return BOARD_TICKS_ELAPSED(t0, t1);
+}
+
 void board_init(void)
 {
     board_run_init_ops();

@@ -32,6 +32,13 @@ void board_wait_rx(void);           /* sleep (wfi) until a byte is waiting (retu
 uint32_t board_ticks(void);         /* the current counter value */
 #define BOARD_TICKS_ELAPSED(start, end) (((start) - (end)) & 0x00FFFFFFu)
 
+/* ---- the word streams of the verify and learn firmware: little-endian 32-bit words, FNV-1a hashed */
+#define BOARD_FNV_BASIS 0x811C9DC5u
+#define BOARD_FNV_PRIME 0x01000193u
+void board_send_word(uint32_t w, uint32_t *hash);   /* w on the UART, LSB first; *hash = (*hash ^ w) * prime */
+/* SysTick ticks of a loop of exactly 2 * n instructions (subs, bne): checks the tick -> instruction relation */
+uint32_t board_calibrate(uint32_t n);
+
 /* ---- ending a run: exit QEMU with a status (semihosting SYS_EXIT_EXTENDED) where semihosting is on;
    elsewhere sleep forever */
 void board_exit(uint32_t code);

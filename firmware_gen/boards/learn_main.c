@@ -16,8 +16,6 @@
 #include "learn_data.h"
 #include "model_data.h"
 
-#define FNV_BASIS 0x811C9DC5u
-#define FNV_PRIME 0x01000193u
 #define MAGIC_LEARN 0x4C4E5345u   /* "ESNL" */
 #define N_WB_WORDS (ESNN_MODEL_N_WB > 0u ? ESNN_MODEL_N_WB : 1u)
 
@@ -28,30 +26,11 @@ static esnn_learn_t learner;
 static int32_t state_mem[ESNN_MODEL_STATE_WORDS];
 static uint64_t learn_mem[(LEARN_BYTES + 7u) / 8u];
 static int32_t events[LEARN_MAX_STEP_EVENTS > 0u ? LEARN_MAX_STEP_EVENTS : 1u];
-static uint32_t stream_hash = FNV_BASIS;
+static uint32_t stream_hash = BOARD_FNV_BASIS;
 
 static void send_word(uint32_t w)
 {
-    board_putc((uint8_t)(w & 0xFFu));
-    board_putc((uint8_t)((w >> 8) & 0xFFu));
-    board_putc((uint8_t)((w >> 16) & 0xFFu));
-    board_putc((uint8_t)(w >> 24));
-    stream_hash = (stream_hash ^ w) * FNV_PRIME;
-}
-
-/* A loop of exactly 2 * n instructions (subs, bne), to check the tick -> instruction relation. */
-static uint32_t calibrate(uint32_t n)
-{
-    uint32_t t0, t1;
-    uint32_t r = n;
-    t0 = board_ticks();
-#if defined(__thumb2__)
-    __asm__ volatile("1:\n\tsubs %0, %0, #1\n\tbne 1b" : "+l"(r) : : "cc", "memory");
-#else
-    __asm__ volatile("1:\n\tsub %0, #1\n\tbne 1b" : "+l"(r) : : "cc", "memory");
-#endif
-    t1 = board_ticks();
-    return BOARD_TICKS_ELAPSED(t0, t1);
+    board_send_word(w, &stream_hash);
 }
 
 /* every step of the embedded input; returns the number run, *last the last status, *ticks their sum */
@@ -86,7 +65,7 @@ int main(void)
     uint32_t calib, k, done = 0, updates = 0, ticks_learn = 0, ticks_fwd = 0, need = 0;
     int32_t status, last = ESNN_OK;
     board_init();
-    calib = calibrate(LEARN_CALIB_ITERS);
+    calib = board_calibrate(LEARN_CALIB_ITERS);
     status = esnn_learn_model_copy(&esnn_model, &model, wb_ram, N_WB_WORDS);
     if (status == ESNN_OK)
         status = esnn_state_init(&model, &state, state_mem, sizeof state_mem);

@@ -20,8 +20,6 @@
 #include "model_data.h"
 #include "verify_data.h"
 
-#define FNV_BASIS 0x811C9DC5u
-#define FNV_PRIME 0x01000193u
 #define MAGIC_HEADER 0x564E5345u   /* "ESNV" */
 #define MAGIC_STEP 0x50455453u     /* "STEP" */
 #define MAGIC_DONE 0x454E4F44u     /* "DONE" */
@@ -37,16 +35,12 @@ static const uint32_t dump_len = VERIFY_DUMP_TO - VERIFY_DUMP_FROM;
 
 static void send_word(uint32_t w)
 {
-    board_putc((uint8_t)(w & 0xFFu));
-    board_putc((uint8_t)((w >> 8) & 0xFFu));
-    board_putc((uint8_t)((w >> 16) & 0xFFu));
-    board_putc((uint8_t)(w >> 24));
-    record_hash = (record_hash ^ w) * FNV_PRIME;
+    board_send_word(w, &record_hash);
 }
 
 static void begin_record(uint32_t magic)
 {
-    record_hash = FNV_BASIS;
+    record_hash = BOARD_FNV_BASIS;
     send_word(magic);
 }
 
@@ -63,24 +57,9 @@ static uint32_t hash_words(uint32_t h, const int32_t *w, uint32_t n)
         return h;
     }
     for (k = 0; k < n; k++) {
-        h = (h ^ (uint32_t)w[k]) * FNV_PRIME;
+        h = (h ^ (uint32_t)w[k]) * BOARD_FNV_PRIME;
     }
     return h;
-}
-
-/* A loop of exactly 2 * n instructions (subs, bne), to check the tick -> instruction relation. */
-static uint32_t calibrate(uint32_t n)
-{
-    uint32_t t0, t1;
-    uint32_t r = n;
-    t0 = board_ticks();
-#if defined(__thumb2__)
-    __asm__ volatile("1:\n\tsubs %0, %0, #1\n\tbne 1b" : "+l"(r) : : "cc", "memory");
-#else /* ARMv6-M: GCC hands inline assembly to the assembler in divided syntax, where this sub sets flags */
-    __asm__ volatile("1:\n\tsub %0, #1\n\tbne 1b" : "+l"(r) : : "cc", "memory");
-#endif
-    t1 = board_ticks();
-    return BOARD_TICKS_ELAPSED(t0, t1);
 }
 
 static void send_step(uint32_t t, int32_t status, uint32_t ticks)
@@ -97,7 +76,7 @@ static void send_step(uint32_t t, int32_t status, uint32_t ticks)
         const int32_t *s = esnn_spikes(&esnn_model, &state, l, &n);
         send_word(n);
         if (!full) {
-            send_word(hash_words(FNV_BASIS, s, n));   /* the spike list as FNV-1a over its int32 words */
+            send_word(hash_words(BOARD_FNV_BASIS, s, n));   /* the spike list as FNV-1a over its int32 words */
             continue;
         }
 #if VERIFY_IDX16
@@ -115,7 +94,7 @@ static void send_step(uint32_t t, int32_t status, uint32_t ticks)
     }
     for (l = 0; l < n_layers; l++) {
         uint32_t size = esnn_layer_size(&esnn_model, l);
-        uint32_t h = FNV_BASIS;
+        uint32_t h = BOARD_FNV_BASIS;
         h = hash_words(h, esnn_v(&esnn_model, &state, l), size);
         h = hash_words(h, esnn_i(&esnn_model, &state, l), size);
         h = hash_words(h, esnn_a(&esnn_model, &state, l), size);
@@ -134,7 +113,7 @@ int main(void)
     uint32_t calib, t, k;
     int32_t status;
     board_init();
-    calib = calibrate(VERIFY_CALIB_ITERS);
+    calib = board_calibrate(VERIFY_CALIB_ITERS);
     status = esnn_state_init(&esnn_model, &state, state_mem, sizeof state_mem);
 
     begin_record(MAGIC_HEADER);
