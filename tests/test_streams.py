@@ -448,6 +448,65 @@ def test_run_cli_on_audio(tmp_path, capsys):
     assert "(2 * bands,)" in capsys.readouterr().err
 
 
+FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
+FSDD_FRONT = "delays=0,4,8,12&norm=peak&env_shift=7&gate=100"
+
+
+def test_level_code_streams_block_by_block_as_the_reader_encodes(tmp_path):
+    """An FSDD-trained model's front-end (the reader's level code, running peak, delay line) on a stream cut
+    into random blocks gives exactly the reader's events for the whole recording."""
+    from edgesnn.data import LevelCode, open_dataset
+    from edgesnn.streams.audio import AudioFrontend
+    from edgesnn.streams.sources import WavSource
+    if not FSDD.is_dir():
+        pytest.skip("no FSDD recordings")
+    name = "3_theo_7.wav"
+    src = WavSource(FSDD / name)
+    fe = AudioFrontend(src.rate, 32, hop_ms=10.0, env_shift=7)
+    n = fe.process(src.samples).shape[0]                     # frames of the whole recording
+    ds = open_dataset(f"fsdd:{FSDD.parent}?speakers=theo&index=7-7&limit=10&{FSDD_FRONT}&steps={n}")
+    ref = ds.samples[ds.ids.index(name)][0].to_dense(128)
+    fe.reset()
+    code = LevelCode(32, 3, 144, [0, 4, 8, 12], (96, 4, 100))
+    rng = np.random.default_rng(3)
+    cuts = np.sort(rng.integers(0, src.samples.size, 9))
+    rows = [code.delay(code.levels(fe.process(b))) for b in np.split(src.samples, cuts)]
+    got = np.concatenate(rows)
+    assert got.shape == ref.shape and np.array_equal(got, ref) and ref.sum() > 100
+
+
+def test_run_cli_on_audio_with_an_fsdd_trained_front_end(tmp_path, capsys):
+    """`edgesnn run` on a .wav with a model whose MODEL.data.json names the fsdd level code: the input it
+    streams is the reader's (events_in), and a mismatch between the sidecar and the model is refused."""
+    from edgesnn.data import open_dataset
+    from edgesnn.model import modelfile
+    from edgesnn.model.quantize import quantize
+    from edgesnn.model.spec import Dense, Network, Neuron
+    from edgesnn.streams.audio import AudioFrontend
+    from edgesnn.streams.sources import WavSource
+    if not FSDD.is_dir():
+        pytest.skip("no FSDD recordings")
+    name = "5_jackson_2.wav"
+    src = WavSource(FSDD / name)
+    n = AudioFrontend(src.rate, 32, hop_ms=10.0, env_shift=7).process(src.samples).shape[0]
+    ds = open_dataset(f"fsdd:{FSDD.parent}?speakers=jackson&index=2-2&{FSDD_FRONT}&steps={n}")
+    ev = ds.samples[ds.ids.index(name)][0]
+    rng = np.random.default_rng(0)
+    net = Network((128,), [Dense(rng.normal(0, 0.1, (64, 128)), Neuron("lif", tau_mem=20e-3)),
+                           Dense(rng.normal(0, 0.1, (10, 64)), Neuron("li", tau_mem=20e-3))], dt=10e-3)
+    path = tmp_path / "m.esnn"
+    modelfile.save(quantize(net), path)
+    side = tmp_path / "m.esnn.data.json"
+    side.write_text(json.dumps({"reader": "fsdd", "options": ds.options, "rule": "readout", "mode": "fixed"}))
+    capsys.readouterr()
+    assert main(["run", "--source", str(FSDD / name), "--model", str(path), "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert last["steps"] == n and last["events_in"] == ev.idx.size > 0
+    side.write_text(json.dumps({"reader": "fsdd", "options": {**ds.options, "delays": "0,4"}}))
+    assert main(["run", "--source", str(FSDD / name), "--model", str(path)]) == 2
+    assert "describes 64 inputs every 10.0 ms, but the model takes 128" in capsys.readouterr().err
+
+
 def test_run_cli_on_a_live_network_stream(w1_model, capsys):
     port = _free_port()
     proc = _replay(DATA / "1.aedat4", port, 1)

@@ -324,47 +324,77 @@ def _delays(s):
     return [int(x) for x in s.split(",") if x != ""]
 
 
+class LevelCode:
+    """The fsdd reader's level code and delay line, causal and stateful, so that a stream cut into any
+    blocks gives the same events as the whole recording (``edgesnn run`` on live audio uses it too).
+
+    levels(env): log envelopes (T, C) -> event counts (T, C). fixed: max(0, env - floor) >> level_shift;
+    with ``peak`` = (peak_range, peak_release, gate), the running-peak code:
+        m_t = max_c env[t, c], p_t = max(m_t, p_{t-1} - peak_release) (p_{-1} = 0),
+        out[t, c] = max(0, env[t, c] - max(0, p_t - peak_range)) >> level_shift if m_t >= gate, else 0
+    (so silence, env = 0, gives no event even with gate = 0).
+    delay(counts): (T, C) -> (T, len(delays) * C), block i the counts of delays[i] steps before (zeros
+    before the start), input index = i * C + c."""
+
+    def __init__(self, n_channels: int, level_shift: int, floor: int, delays=(0,), peak=None):
+        self.n, self.level_shift, self.floor = int(n_channels), int(level_shift), int(floor)
+        self.delays, self.peak = [int(d) for d in delays], peak
+        self.reset()
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n * len(self.delays)
+
+    def reset(self):
+        self.p = 0
+        self.past = np.zeros((max(self.delays), self.n), np.int64)   # the last max(delays) rows of counts
+
+    def levels(self, env) -> np.ndarray:
+        env = np.asarray(env, np.int64)
+        if self.peak is None:
+            return np.maximum(env - self.floor, 0) >> self.level_shift
+        peak_range, peak_release, gate = self.peak
+        out = np.zeros(env.shape, np.int64)
+        for t in range(env.shape[0]):
+            m = int(env[t].max()) if env.shape[1] else 0
+            self.p = max(m, self.p - peak_release)
+            if m >= gate:
+                out[t] = np.maximum(env[t] - max(0, self.p - peak_range), 0) >> self.level_shift
+        return out
+
+    def delay(self, counts) -> np.ndarray:
+        counts = np.asarray(counts, np.int64)
+        if self.delays == [0]:
+            return counts
+        T, k = counts.shape[0], self.past.shape[0]
+        ext = np.concatenate([self.past, counts])
+        out = np.zeros((T, self.n_inputs), np.int64)
+        for i, d in enumerate(self.delays):
+            out[:, i * self.n:(i + 1) * self.n] = ext[k - d:k - d + T]
+        if k:
+            self.past = ext[-k:].copy()
+        return out
+
+
 def peak_levels(env, level_shift, peak_range, peak_release, gate) -> np.ndarray:
-    """The running-peak level code (norm=peak) of log envelopes env (T, C), integers, causal:
-    m_t = max_c env[t, c], p_t = max(m_t, p_{t-1} - peak_release) (p_{-1} = 0),
-    out[t, c] = max(0, env[t, c] - max(0, p_t - peak_range)) >> level_shift if m_t >= gate, else 0
-    (so silence, env = 0, gives no event even with gate = 0)."""
-    env = np.asarray(env, np.int64)
-    out = np.zeros(env.shape, np.int64)
-    p = 0
-    for t in range(env.shape[0]):
-        m = int(env[t].max()) if env.shape[1] else 0
-        p = max(m, p - peak_release)
-        if m >= gate:
-            out[t] = np.maximum(env[t] - max(0, p - peak_range), 0) >> level_shift
-    return out
+    """The running-peak level code (norm=peak) of a whole recording's log envelopes env (T, C)."""
+    return LevelCode(np.shape(env)[1], level_shift, 0, peak=(peak_range, peak_release, gate)).levels(env)
 
 
 def audio_events(fe, samples, steps, encode, level_shift, floor, delays=(0,), peak=None) -> Events:
-    """int16 samples -> Events of ``steps`` rows. level: channel c fires max(0, (logenv_c - floor) >> shift)
-    times per step (integers, shift of a non-negative value), or with ``peak`` = (peak_range, peak_release,
-    gate) the running-peak code of peak_levels; delta: the front-end's ON/OFF spikes.
-    ``delays`` (a delay line): block i of the input holds the frame of ``delays[i]`` steps ago (zeros before
-    the start), so input index = i * n_channels + c."""
+    """int16 samples -> Events of ``steps`` rows. level: the counts of LevelCode (fixed floor, or with
+    ``peak`` = (peak_range, peak_release, gate) the running peak), cropped or padded with empty steps to
+    ``steps``, then its delay line; delta: the front-end's ON/OFF spikes."""
     if encode == "delta":
         raster = fe.raster(samples).astype(np.int64)
+        code = LevelCode(raster.shape[1], 0, 0, delays)
     else:
-        env = fe.process(samples).astype(np.int64)
-        if peak is not None:
-            raster = peak_levels(env, level_shift, *peak)
-        else:
-            raster = np.maximum(env - floor, 0) >> level_shift
+        code = LevelCode(fe.n, level_shift, floor, delays, peak)
+        raster = code.levels(fe.process(samples))
     out = np.zeros((steps, raster.shape[1]), np.int64)
     n = min(steps, raster.shape[0])
     out[:n] = raster[:n]
-    if list(delays) != [0]:
-        nc = out.shape[1]
-        st = np.zeros((steps, nc * len(delays)), np.int64)
-        for i, d in enumerate(delays):
-            if d < steps:
-                st[d:, i * nc:(i + 1) * nc] = out[:steps - d]
-        out = st
-    return Events.from_dense(out)
+    return Events.from_dense(code.delay(out))
 
 
 def open_dataset(spec: str) -> Dataset:

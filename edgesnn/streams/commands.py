@@ -98,21 +98,51 @@ def _run(args, model, sim):
         print(f"{len(dec.detections)} decisions\n" + m.format())
 
 
+def audio_encoder(model_path, net, rate: int):
+    """(front-end, block -> Events, description) for an audio model: the level code and delay line of the
+    reader it was trained with (MODEL.data.json of `edgesnn train` on fsdd:, edgesnn.data.LevelCode,
+    block by block exactly as the reader encodes a whole recording), else delta spikes, ON then OFF per
+    band (docs/audio.md)."""
+    from pathlib import Path
+
+    from ..data import LevelCode
+    from ..frontends.encoders import events_from_raster
+    from ..simulator import Events
+    from .audio import AudioFrontend
+
+    side = Path(str(model_path) + ".data.json")
+    o = json.loads(side.read_text()) if side.is_file() else {}
+    opts = o.get("options", {}) if o.get("reader") == "fsdd" else {}
+    if opts.get("encode", "delta") == "level":
+        delays = [int(d) for d in str(opts.get("delays", "0")).split(",")]
+        peak = ((int(opts["peak_range"]), int(opts["peak_release"]), int(opts["gate"]))
+                if opts.get("norm") == "peak" else None)
+        ch = int(opts["channels"])
+        code = LevelCode(ch, int(opts["level_shift"]), int(opts["floor"]), delays, peak)
+        if net.n_inputs != code.n_inputs or not math.isclose(float(opts["hop_ms"]) * 1e-3, net.dt):
+            raise InputError(f"{side} describes {code.n_inputs} inputs every {opts['hop_ms']} ms, but the model "
+                             f"takes {net.n_inputs} every {net.dt * 1e3:g} ms")
+        fe = AudioFrontend(rate, ch, hop_ms=float(opts["hop_ms"]), env_shift=int(opts.get("env_shift", 5)))
+        return (fe, lambda block: Events.from_dense(code.delay(code.levels(fe.process(block)))),
+                f"{ch} bands, level code ({'running peak' if peak else 'fixed floor'}), delays {delays}")
+    if len(net.input_shape) != 1 or net.n_inputs % 2:
+        raise InputError(f"an audio model takes (2 * bands,) inputs (ON then OFF per band), or the level code "
+                         f"its MODEL.data.json describes; this model takes {net.input_shape}")
+    fe = AudioFrontend(rate, net.n_inputs // 2, hop_ms=net.dt * 1e3)
+    return fe, lambda block: events_from_raster(fe.raster(block)), f"{fe.n} bands x ON/OFF"
+
+
 def run_audio(args, model, src, sim):
-    """Audio source -> integer front-end (docs/audio.md) -> delta spikes -> emulator -> decisions."""
+    """Audio source -> integer front-end (docs/audio.md) -> spikes -> emulator -> decisions."""
     import time
 
     import numpy as np
 
-    from ..frontends.encoders import events_from_raster
     from .audio import AudioFrontend
     from .runner import LatencyHistogram, Metrics, WindowDecider, count_spikes
 
     net = model.network
-    if len(net.input_shape) != 1 or net.n_inputs % 2:
-        raise InputError(f"an audio model takes (2 * bands,) inputs (ON then OFF per band); this model takes "
-                         f"{net.input_shape}")
-    fe = AudioFrontend(src.rate, net.n_inputs // 2, hop_ms=net.dt * 1e3)
+    fe, encode, what = audio_encoder(args.model, net, src.rate)
     last = net.layers[-1].neuron
     mode = "count" if last.spiking else ("delta" if math.isinf(last.tau_mem) else "membrane")
     window = max(1, int(round(args.window * 1e-3 / net.dt)))
@@ -125,7 +155,7 @@ def run_audio(args, model, src, sim):
     dec = WindowDecider(window, net.dt, mode=mode, min_events=args.min_events, shift=model.layers[-1].shift,
                         temperature=args.temperature, callback=on_det)
     if not args.json:
-        print(f"{src.name}: {src.rate} Hz audio -> {fe.n} bands x ON/OFF every {fe.hop} samples; model "
+        print(f"{src.name}: {src.rate} Hz audio -> {what} every {fe.hop} samples; model "
               f"{args.model} ({net.name})", flush=True)
     AudioFrontend(src.rate, fe.n, hop_ms=net.dt * 1e3).raster(np.zeros(2 * fe.hop, np.int16))  # compile first
     m, hist = Metrics(source=src.name), LatencyHistogram()
@@ -135,7 +165,7 @@ def run_audio(args, model, src, sim):
     for block in src.blocks():
         arrival = time.perf_counter()
         samples += block.size
-        ev = events_from_raster(fe.raster(block))
+        ev = encode(block)
         if ev.n_steps == 0:
             continue
         rec = sim.run(ev, record="spikes")
