@@ -51,7 +51,7 @@ def add_verbs(sub) -> None:
     a.add_argument("model", metavar="MODEL", help="the model the device runs (.esnn), e.g. the dvs-adapt preset")
     a.add_argument("--port", required=True, metavar="URL",
                    help="the device: a serial port, socket://HOST:PORT (`edgesnn flash`, `edgesnn emulate`), a pty")
-    a.add_argument("--data", required=True, metavar="SPEC", help="dvsgesture:DIR[?bin_ms=10&pool=4]")
+    a.add_argument("--data", required=True, metavar="SPEC", help="dvsgesture:DIR[?bin_ms=10&pool=4&binary=1]")
     a.add_argument("--epochs", type=int, default=4, help="passes over the training windows (default 4)")
     a.add_argument("--eta-shift", type=int, default=None, metavar="K",
                    help="learning rate 2^-K of every learning layer (default: normalised on the data)")
