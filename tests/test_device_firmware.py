@@ -107,7 +107,9 @@ def test_board_speaks_the_protocol(firmware, models, board):
     elf, app = firmware(board)
     ref = emulated(ma, app)
     rng = np.random.default_rng(5)
-    with qemu.Session(elf, board, tcp=True) as s, ref.serve_tcp() as srv, \
+    # -icount: SysTick counts instructions, so every step's cycle count is above 0 (on the host clock a
+    # short step could read 0 ticks on a loaded machine)
+    with qemu.Session(elf, board, icount_shift=0, tcp=True) as s, ref.serve_tcp() as srv, \
             connect(s.url, timeout=10) as dev, connect(srv.url) as edev:
         info = dev.info
         assert info.name == board and info.model_hash == B.model_hash_bytes(ma)
