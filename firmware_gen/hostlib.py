@@ -420,7 +420,8 @@ LS_NAMES = ("e", "e_rec", "y", "q_rate", "y_loc", "m", "c", "c_rec")   # ESNN_LS
 def learn_driver(sanitize: bool = True, defines=()) -> Path:
     """The learning driver (host/esnn_learn_driver.c with runtime/esnn_learn.c), ASan + UBSan unless
     sanitize=False."""
-    files = {f: (codegen.RUNTIME_DIR / f).read_bytes() for f in RUNTIME_SOURCES + LEARN_SOURCES}
+    files = runtime_files()
+    files.update({f: (codegen.RUNTIME_DIR / f).read_bytes() for f in LEARN_SOURCES})
     files["esnn_learn_driver.c"] = (codegen.HOST_DIR / "esnn_learn_driver.c").read_bytes()
     flags = HOST_FLAGS + (SANITIZE_FLAGS if sanitize else ()) + _defines(defines)
     return build(files, flags, "esnn_learn_driver")

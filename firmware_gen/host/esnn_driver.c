@@ -20,26 +20,6 @@
 #include "model_data.h"
 #endif
 
-static unsigned char *read_all(const char *path, uint32_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf;
-    long n;
-    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        if (f != NULL)
-            fclose(f);
-        return NULL;
-    }
-    buf = malloc((size_t)n + 1u);   /* malloc aligns for any type: the blob may be used in place */
-    if (buf != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (uint32_t)n;
-    return buf;
-}
-
 static int put(FILE *f, const void *p, size_t n)
 {
     return n == 0u || fwrite(p, 1, n, f) == n;
@@ -63,7 +43,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s BLOB|- EVENTS OUT\n", argv[0]);
         return 2;
     }
-    events = read_all(argv[2], &ev_len);
+    events = esnn_host_read_file(argv[2], &ev_len);
     if (events == NULL || ev_len < 4u) {
         fprintf(stderr, "cannot read events %s\n", argv[2]);
         return 2;
@@ -85,7 +65,7 @@ int main(int argc, char **argv)
         return 2;
 #endif
     } else {
-        blob = read_all(argv[1], &blob_len);
+        blob = esnn_host_read_file(argv[1], &blob_len);
         if (blob == NULL) {
             fprintf(stderr, "cannot read blob %s\n", argv[1]);
             return 2;

@@ -8,6 +8,28 @@
 #include "esnn_host.h"
 
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+unsigned char *esnn_host_read_file(const char *path, uint32_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf;
+    long n;
+    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        if (f != NULL)
+            fclose(f);
+        return NULL;
+    }
+    buf = malloc((size_t)n + 8u);
+    if (buf != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *len = (uint32_t)n;
+    return buf;
+}
 
 uint32_t esnn_host_sizeof_model(void)
 {

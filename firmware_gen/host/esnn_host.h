@@ -13,5 +13,8 @@ int32_t esnn_host_run(const esnn_model_t *m, esnn_state_t *s, const int32_t *ev_
                       uint32_t n_steps, int8_t *rec_spk, int32_t *rec_vs, uint32_t *done);
 void esnn_host_decay_many(const int32_t *x, const uint32_t *q24, int32_t *out, uint32_t n);
 void esnn_host_sat_add_many(const int32_t *a, const int32_t *b, int32_t *out, uint32_t n);
+/* A whole file in a malloc'ed buffer (8 spare bytes; malloc aligns for any type, so a blob may be used in
+   place), *len its size; NULL if it cannot be read. The caller frees it. */
+unsigned char *esnn_host_read_file(const char *path, uint32_t *len);
 
 #endif

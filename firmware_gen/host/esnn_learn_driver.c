@@ -19,28 +19,9 @@
 
 #include "edgesnn.h"
 #include "esnn_learn.h"
+#include "esnn_host.h"
 
 #define CFG_WORDS 16u
-
-static unsigned char *read_all(const char *path, uint32_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf;
-    long n;
-    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        if (f != NULL)
-            fclose(f);
-        return NULL;
-    }
-    buf = malloc((size_t)n + 8u);
-    if (buf != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (uint32_t)n;
-    return buf;
-}
 
 static void put(FILE *f, int32_t w)
 {
@@ -82,8 +63,8 @@ int main(int argc, char **argv)
     FILE *out;
     if (argc != 4)
         return 64;
-    blob = read_all(argv[1], &blob_len);
-    in = read_all(argv[2], &in_len);
+    blob = esnn_host_read_file(argv[1], &blob_len);
+    in = esnn_host_read_file(argv[2], &in_len);
     out = fopen(argv[3], "wb");
     if (blob == NULL || in == NULL || out == NULL)
         return 66;
