@@ -111,6 +111,16 @@ def learner_weights(lr, model):
     return out
 
 
+def upload_ends_learning(dev):
+    """An upload ends learning: the uploaded model runs inference only, LEARN answers UNSUPPORTED."""
+    dev.upload(quantize(random_network(4, conv=False, readout=True)))
+    assert not dev.info.has(P.Cap.LEARN)
+    for op in (dev.learn_status, dev.learn_reset):
+        with pytest.raises(DeviceError) as e:
+            op()
+        assert e.value.code == Err.UNSUPPORTED
+
+
 def same_weights(a, b, what):
     assert a.keys() == b.keys()
     for k in a:
@@ -255,13 +265,7 @@ def test_refusals_emulated():
     with pytest.raises(DeviceError) as e:
         plain.request(Msg.LEARN, b"\x09\x09")                             # UNSUPPORTED before the format
     assert e.value.code == Err.UNSUPPORTED
-    # an upload ends learning: the uploaded model runs inference only
-    other = quantize(random_network(4, conv=False, readout=True))
-    dev.upload(other)
-    assert not dev.info.has(P.Cap.LEARN)
-    with pytest.raises(DeviceError) as e:
-        dev.learn_reset()
-    assert e.value.code == Err.UNSUPPORTED
+    upload_ends_learning(dev)     # the uploaded model runs inference only
 
 
 def test_export_learning_is_optional(tmp_path):
@@ -342,13 +346,7 @@ def test_board_learns_as_the_emulator_and_the_learner(learn_firmware):
         assert learn_refusals(dev, model) == learn_refusals(edev, model) == EXPECTED_REFUSALS
         assert dev.learn_status() == status and dev.stats().steps == 0
         same_weights(all_weights(dev, model), w, "after the refusals")
-        # an upload ends learning on the board too
-        other = quantize(random_network(4, conv=False, readout=True))
-        dev.upload(other)
-        assert not dev.info.has(P.Cap.LEARN)
-        with pytest.raises(DeviceError) as e:
-            dev.learn_status()
-        assert e.value.code == Err.UNSUPPORTED
+        upload_ends_learning(dev)     # on the board too
 
 
 # ================================================================== the host build of esnn_link.c, byte for byte
