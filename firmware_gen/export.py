@@ -422,6 +422,7 @@ def learn_bytes_bound(learner) -> int:
         words += n if (learner.reg is not None and L.role != "readout") else 0
         words += C if L.role == "decolle" else 0
         words += n_in if (L.role == "readout" and learner.center) else 0
+        words += (n_in + 2 * n + 2) if (L.role == "readout" and learner.trial) else 0   # acc, int64 vsum (+ align)
         words += n if L.kind == "alif" else 0
         words += (n_in * n + (n * n if rec else 0)) if L.role == "rstdp" else 0
         total += 4 * words + (C * n if L.role in ("etlp", "eprop", "decolle") else 0) + 8 * 12
@@ -446,8 +447,8 @@ def learn_data(learner, events, labels, rewards=None, flags=None) -> dict[str, s
     eta = [int(learner.eta_shift.get(l, -1)) for l in range(n_layers)]
     mask = [1 if l in learner.mask else 0 for l in range(n_layers)]
     names = ("rule", "seed", "y_one", "decolle_target", "a_plus", "a_minus", "d_post", "d_elig", "reg", "reg_lo",
-             "reg_hi", "reg_d", "reg_shift", "center", "hinge", "nlms")
-    unsigned = {"seed", "d_post", "d_elig", "reg_d", "reg_shift", "center"}
+             "reg_hi", "reg_d", "reg_shift", "center", "hinge", "nlms", "trial")
+    unsigned = {"seed", "d_post", "d_elig", "reg_d", "reg_shift", "center", "trial"}
     max_step = int(np.diff(ptr).max()) if T else 0
 
     def rows(vals, per=16):
@@ -581,14 +582,14 @@ def board_files(profile: Profile, mode: str, app: dict | None = None, learn: dic
 
 def app_learn(model, rule: str, options: dict | None = None) -> dict:
     """The app firmware's learner for ``rule`` and the Learner keyword ``options`` (center, hinge, nlms,
-    ...): the esnn_learn_config_t initialiser (the fixed-point Learner's constants: the network's seed,
+    trial, ...): the esnn_learn_config_t initialiser (the fixed-point Learner's constants: the network's seed,
     y_one of the readout) and a bound of its buffer. Raises ModelError when the model cannot learn with
     the rule (as the Learner does)."""
     from edgesnn.learning.learner import Learner
 
     from .hostlib import learn_config
     lr = Learner(model, rule, mode="fixed", **(options or {}))
-    unsigned = (1, 6, 7, 11, 12, 13)   # seed, d_post, d_elig, reg_d, reg_shift, center
+    unsigned = (1, 6, 7, 11, 12, 13, 16)   # seed, d_post, d_elig, reg_d, reg_shift, center, trial
     cfg = [f"{int(v)}u" if i in unsigned else (f"({int(v)})" if v != -(2**31) else "INT32_MIN")
            for i, v in enumerate(learn_config(lr))]
     n_wb = int(lr.sim.program.wb.size)
@@ -608,7 +609,7 @@ def export_project(model, profile, out_dir, mode: str = "app", events=None, dump
     learn_data (a Learner, events, labels, ...). ``learn_rule`` (app mode; None: inference only): the
     compiled-in model learns on the device with this rule (edgesnn.learning.RULES): LEARN and the STEP
     teach fields of docs/protocol.md, bit-exact with the fixed-point Learner made with the keyword
-    arguments ``learn_options`` (e.g. {"center": 6})."""
+    arguments ``learn_options`` (e.g. {"center": 6, "trial": 4})."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     out = Path(out_dir)
     app_lr = None

@@ -414,7 +414,7 @@ def run_driver(exe: Path, events, blob: bytes | None = None, timeout: float = 12
 # ------------------------------------------------------------------ learning (runtime/esnn_learn.c)
 
 LEARN_SOURCES = ("esnn_learn.h", "esnn_learn.c")
-LS_NAMES = ("e", "e_rec", "y", "q_rate", "y_loc", "m", "c", "c_rec")   # ESNN_LS_* 0..7, the Learner's names
+LS_NAMES = ("e", "e_rec", "y", "q_rate", "y_loc", "m", "c", "c_rec", "acc")   # ESNN_LS_* 0..8, the Learner's names
 
 
 def learn_driver(sanitize: bool = True, defines=()) -> Path:
@@ -428,7 +428,8 @@ def learn_driver(sanitize: bool = True, defines=()) -> Path:
 
 
 def learn_config(learner) -> list[int]:
-    """esnn_learn_config_t (16 int32 words, field order) of an edgesnn.learning.Learner in mode fixed."""
+    """esnn_learn_config_t (17 int32 words, Learner.CONFIG_FIELDS order) of an edgesnn.learning.Learner in
+    mode fixed."""
     return learner.config()
 
 
@@ -444,9 +445,10 @@ class LearnSnapshot:
 def run_learn_driver(exe: Path, blob: bytes, cfg, eta, mask, events, labels, rewards, flags, every: int,
                      timeout: float = 120) -> tuple[int, list[LearnSnapshot]]:
     """Run the learning driver: (init status, snapshots after every ``every`` steps and the last).
-    eta / mask: per layer (-1: default eta); labels, rewards (INT32_MIN: auto), flags: per step (bit 0
-    reset before the step, bit 1 learning on, bits 8..15 weight decay kd). Raises BuildError if it
-    crashes or a sanitizer reports anything."""
+    eta / mask: per layer (-1: default eta); labels, rewards (INT32_MIN: auto), flags: per step, applied
+    before it in this order: bit 0 reset, bit 1 learning on, bit 3 every learning layer masked (else
+    ``mask``), bit 2 esnn_learn_end_trial, bits 8..15 weight decay kd. Raises BuildError if it crashes or
+    a sanitizer reports anything."""
     ev = as_events(events)
     T = ev.n_steps
     words = [np.asarray(cfg, np.int64), [len(eta)], eta, mask, [T, every, ev.idx.size], ev.ptr, ev.idx,

@@ -83,8 +83,8 @@ def test_learn_status_carries_the_learners_configuration(model):
     other = quantize(presets.make("dvs-adapt", seed=1))        # another seed: another learner
     with pytest.raises(ModelError, match="seed 0 .here 1."):
         Learner.for_config(other, st.config)
-    with pytest.raises(ModelError, match="16 words"):
-        Learner.for_config(model, st.config[:15])
+    with pytest.raises(ModelError, match="17 words"):
+        Learner.for_config(model, st.config[:16])
 
 
 def test_emulated_device_adapts_to_gestures(windows, model):

@@ -426,22 +426,31 @@ def learning_stream(rng, n_in, C, n_layers, other_blob, n_frames=150):
     return b"".join(out)
 
 
-@pytest.mark.parametrize("rule,recurrent,alif", [("eprop", True, True), ("rstdp", True, False),
-                                                 ("decolle", False, False)])
-def test_host_device_learning_equals_emulator(rule, recurrent, alif):
+@pytest.mark.parametrize("rule,recurrent,alif,opts", [("eprop", True, True, None), ("rstdp", True, False, None),
+                                                      ("decolle", False, False, None),
+                                                      ("eprop", True, True, {"trial": 3, "center": 4}),
+                                                      ("readout", False, False, {"trial": 1, "hinge": True})])
+def test_host_device_learning_equals_emulator(rule, recurrent, alif, opts):
+    """The C link with the C learner (host_main.c, --learn with the 17 config words) answers a random
+    stream of labelled steps, LEARN operations and reads byte for byte as the emulated device; trial mode
+    too (LEARN RESET and label changes end trials, ENABLE and MASK decide whether their update applies)."""
     need("gcc")
     from firmware_gen import blob as B
     from firmware_gen.hostlib import learn_config
     model = plastic_network(recurrent=recurrent, alif=alif)
     exe = host_learn_device(model)
-    words = learn_config(Learner(model, rule, mode="fixed"))
+    words = learn_config(Learner(model, rule, mode="fixed", **(opts or {})))
+    assert len(words) == P.LEARN_CONFIG_WORDS
     other = B.pack(quantize(random_network(4, conv=False, readout=True)))
     rng = np.random.default_rng(len(rule))
+    trials = []                                       # trial mode: the steps of each trial whose update applied
     for k in range(4):
         data = learning_stream(rng, 12, 3, 2, other)
         emu = EmulatedDevice(model, upload_capacity=HOST["upload"], max_payload=HOST["max_payload"],
                              max_steps=HOST["max_steps"], max_events=HOST["max_events"],
-                             state_capacity=HOST["state"], learn_rule=rule)
+                             state_capacity=HOST["state"], learn_rule=rule, learn_options=opts)
+        end = emu.learner._end_trial_layer
+        emu.learner._end_trial_layer = lambda L, end=end: (trials.append(L.n), end(L))[1]
         want = emu.feed(data)
         got = run_host(exe, data, words)
         if got != want:
@@ -453,6 +462,10 @@ def test_host_device_learning_equals_emulator(rule, recurrent, alif):
         kinds = {(r.type, P.unpack_error(r.payload).code if r.type == Msg.ERROR else None) for r in replies}
         assert (Msg.LEARN | P.REPLY, None) in kinds and (Msg.ERROR, Err.MALFORMED) in kinds
         assert (Msg.ERROR, Err.ARGUMENT) in kinds and (Msg.ERROR, Err.UNSUPPORTED) in kinds
+    if opts:
+        assert len(trials) > 10 and max(trials) > 1 and min(trials) == 1, trials
+    else:
+        assert not trials
 
 
 def test_cli_emulate_learn(tmp_path):
@@ -476,3 +489,46 @@ def test_cli_emulate_learn(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "edgesnn", "emulate", str(path), "--listen", "tcp://127.0.0.1:0",
                           "--learn", "nope"], capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode != 0 and "unknown learning rule" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_learn_trial(tmp_path):
+    """--learn-trial K: `edgesnn emulate` runs the Learner with trial=K (the LEARN status's last config word,
+    weights equal to the Learner's), `edgesnn export` compiles it into APP_LEARN_CONFIG; refused without
+    --learn and out of 0..31."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import emulate_cli
+    from edgesnn.model import modelfile
+    from firmware_gen.export import app_learn
+    model = plastic_network(recurrent=False)
+    path = tmp_path / "m.esnn"
+    modelfile.save(model, path)
+    with emulate_cli(path, "--learn", "readout", "--learn-trial", "2", "--learn-center", "3") as url:
+        ops = script(12, 3, seed=22, layers=(1,))
+        with connect(url, timeout=5.0) as d:
+            st = d.learn_status()
+            v, _, _ = on_device(d, ops)
+            got = all_weights(d, model)
+    lr = Learner(model, "readout", mode="fixed", trial=2, center=3)
+    assert list(st.config) == lr.config() and st.config[-1] == 2
+    assert Learner.for_config(model, st.config).trial == 2
+    assert np.array_equal(v, on_learner(lr, ops))
+    same_weights(got, learner_weights(lr, model), "edgesnn emulate --learn-trial")
+    assert lr.updates > 0
+    run = [sys.executable, "-m", "edgesnn", "export", str(path), "--device", BOARD]
+    ok = subprocess.run(run + ["--out", str(tmp_path / "fw"), "--learn", "readout", "--learn-trial", "5", "--json"],
+                        capture_output=True, text=True, timeout=120, check=False)
+    assert ok.returncode == 0, ok.stderr
+    meta = json.loads((tmp_path / "fw" / "project.json").read_text())
+    assert meta["learn"]["options"] == {"trial": 5}
+    cfg = app_learn(model, "readout", {"trial": 5})["config"]
+    assert len(cfg) == P.LEARN_CONFIG_WORDS and cfg[-1] == "5u"
+    assert "#define APP_LEARN_CONFIG {{ {} }}".format(", ".join(cfg)) in \
+        (tmp_path / "fw" / "board" / "board_config.h").read_text()
+    for extra, msg in ((["--learn-trial", "3"], "--learn-trial needs --learn RULE"),
+                       (["--learn", "readout", "--learn-trial", "32"], "trial must be 0 (off) or a keep shift")):
+        bad = subprocess.run(run + ["--out", str(tmp_path / "bad"), *extra], capture_output=True, text=True,
+                             timeout=120, check=False)
+        assert bad.returncode == 2 and msg in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

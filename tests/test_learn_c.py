@@ -1,9 +1,11 @@
 """The C learning rules (firmware_gen/runtime/esnn_learn.c) equal the Python fixed-point Learner bit for bit:
 the int16 weights, every learning state the C keeps (traces, post / rate traces, local readouts, running
 means, eligibilities) and the update count after every K labelled steps, for every rule and option, with
-resets between samples, run-time control, explicit rewards and weight decay; on small random networks; at
-the edges (saturation at +-32767, empty input, every input active); under ASan / UBSan; -Werror clean for
-two Cortex-M cores; and on qemu-mps2-an386 (the learn firmware, board/learn_main.c).
+resets between samples, run-time control, explicit rewards and weight decay; the readout's trial mode
+(option trial: one update per trial from the trial's means, ended by a reset, a label change or
+esnn_learn_end_trial); on small random networks; at the edges (saturation at +-32767, empty input, every
+input active); under ASan / UBSan; -Werror clean for two Cortex-M cores; and on qemu-mps2-an386 (the learn
+firmware, board/learn_main.c).
 
 Tests that need gcc (or arm-none-eabi-gcc / qemu-system-arm) skip when it is missing, and fail instead
 when EDGESNN_REQUIRE_TOOLCHAIN=1.
@@ -28,7 +30,8 @@ from firmware_gen import status as S
 from netgen import learning_inputs, plastic_network as make_model, random_events, random_network
 
 AUTO = -(2**31)          # ESNN_LEARN_REWARD_AUTO
-RESET, ON = 1, 2
+RESET, ON, END, MASKED = 1, 2, 4, 8   # the driver's flags (hostlib.run_learn_driver), applied in the
+                                      # order RESET, ON, MASKED, END before the step
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,7 @@ def python_run(model, rule, steps, labels, rewards, flags, every, eta=None, mask
     lr = Learner(model, rule, mode="fixed", eta_shift=eta, **kw)
     if mask is not None:
         lr.mask = set(mask) & set(lr.layers)
+    base_mask = set(lr.mask)
     snaps = []
     T = len(steps)
     for t in range(T):
@@ -63,6 +67,9 @@ def python_run(model, rule, steps, labels, rewards, flags, every, eta=None, mask
         if f & RESET:
             lr.reset()
         lr.enabled = bool(f & ON)
+        lr.mask = set() if f & MASKED else set(base_mask)
+        if f & END:
+            lr.end_trial()
         kd = (f >> 8) & 0xFF
         if kd:
             lr.decay_weights(kd)
@@ -87,6 +94,8 @@ def python_snapshot(lr, done):
             state[(l, "y_loc")] = L.y_loc.copy()
         if L.role == "readout" and lr.center:
             state[(l, "m")] = L.m.copy()
+        if L.role == "readout" and lr.trial:
+            state[(l, "acc")] = L.acc.copy()
         if L.role == "rstdp":
             state[(l, "c")] = L.c.copy()
             if L.recurrent:
@@ -150,6 +159,7 @@ def test_rules_equal_python(exe, rule, recurrent, alif, reg):
 
 @pytest.mark.parametrize("kw", [{"hinge": True}, {"center": 3}, {"hinge": True, "center": 1}, {"nlms": True},
                                 {"nlms": True, "center": 2}, {"y_one": 0.5, "decolle_target": 300},
+                                {"trial": 3, "center": 2}, {"trial": 1, "hinge": True, "nlms": True},
                                 {"a_plus": 7, "a_minus": 1, "tau_post": 5.0, "tau_elig": 9.0}])
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_options_equal_python(exe, kw, recurrent):
@@ -237,6 +247,124 @@ def test_random_networks_equal_python(exe, seed):
         except ModelError:
             continue
         compare(model, rule, steps, labels, exe, flags=flags, every=5, eta=8 + seed % 5)
+
+
+# ------------------------------------------------------------------ trial mode (the readout)
+
+def trial_controls(seed, C, T):
+    """Labels in runs of random length (one trial per run; runs of a single step too), unlabelled steps
+    between and inside them; resets and explicit ends at random; a phase with learning off and one with
+    every layer masked, each ending a pending trial inside it (dropped: no update)."""
+    rng = np.random.default_rng(seed)
+    labels, flags = [], []
+    lab = int(rng.integers(C))
+    for t in range(T):
+        if rng.random() < 0.2:
+            lab = int(rng.integers(C))
+        labels.append(-1 if rng.random() < 0.2 else lab)
+        r = rng.random()
+        f = ON | (RESET if r < 0.06 else (END if r < 0.1 else 0))
+        if T // 3 <= t < T // 3 + 6:
+            f &= ~ON
+        if T // 2 <= t < T // 2 + 6:
+            f |= MASKED
+        flags.append(f)
+    labels[T // 3 - 1] = labels[T // 2 - 1] = 0       # a trial pending when each phase starts ...
+    flags[T // 3 + 3] |= END                          # ... dropped inside it
+    flags[T // 2 + 3] |= RESET
+    return labels, flags
+
+
+TRIAL_OPTIONS = [{"trial": 3}, {"trial": 1, "center": 4}, {"trial": 31, "center": 1, "hinge": True},
+                 {"trial": 5, "center": 2, "nlms": True}, {"trial": 2, "hinge": True},
+                 {"trial": 8, "center": 6, "hinge": True, "nlms": True}]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_trial_mode_random_networks_equal_python(exe, seed):
+    """Trial mode on random networks (the readout alone, or e-prop's hidden layers every step and the
+    readout once per trial), centre on and off, hinge, nlms: weights, traces, running means and the
+    pending trial's summed trace after every 3 steps."""
+    ran = 0
+    for rule in ("readout", "eprop"):
+        model = _plastic_random(seed + 41, rule)
+        try:
+            Learner(model, rule)
+        except ModelError:
+            continue
+        n_in, C, T = int(model.network.n_inputs), int(model.network.n_outputs), 60
+        steps = random_events(seed + 41, n_in, T)
+        labels, flags = trial_controls(seed, C, T)
+        lr, _ = compare(model, rule, steps, labels, exe, flags=flags, every=3, eta=6 + seed % 4,
+                        **TRIAL_OPTIONS[seed])
+        assert lr.updates > 0
+        ran += 1
+    assert ran
+
+
+def test_trial_mode_controls_equal_python(exe):
+    """The small network: trials of one step (the label changes every step), of many steps, across
+    samples (a reset ends them), with learning off and a masked phase; per-step e-prop on the hidden layer."""
+    model = make_model(recurrent=True, alif=True, seed=17)
+    T = 70
+    steps = random_inputs(12, T, 0.35, seed=18)
+    every_step = [t % 3 for t in range(T)]
+    compare(model, "readout", steps, every_step, exe, every=1, eta=4, trial=2, center=3)
+    labels, flags = trial_controls(19, 3, T)
+    for kw in ({"trial": 4}, {"trial": 4, "center": 5, "hinge": True}):
+        lr, _ = compare(model, "eprop", steps, labels, exe, flags=flags, every=2, eta={0: 10, 1: 5}, **kw)
+        assert lr.updates > 0
+
+
+def test_trial_mode_edges_equal_python(exe):
+    """Empty input (the trace decays to 0, the centred mean is -m + m / 2^trial); the summed trace
+    saturating at 2^31 - 1 under thousands of repeated events per step, the update at k = 0 driving the
+    readout's weights to +-32767."""
+    model = make_model(seed=23)
+    steps = [[]] * 10 + random_inputs(12, 15, 0.5, seed=24) + [[]] * 15 + [list(range(12))] * 5
+    labels = [0] * 12 + [1] * 13 + [2] * 15 + [1] * 5
+    flags = [ON | (RESET if t == 30 else 0) for t in range(45)]
+    for kw in ({"trial": 1}, {"trial": 2, "center": 1}, {"trial": 31, "center": 3, "nlms": True}):
+        compare(model, "readout", steps, labels, exe, flags=flags, every=1, eta=3, **kw)
+    # a single LI layer on the inputs: 40000 events of input 0 per step
+    rng = np.random.default_rng(25)
+    net = Network((4,), [Dense(rng.normal(0, 0.5, (3, 4)), Neuron("li", tau_mem=10e-3), plastic=True)], seed=25)
+    one = quantize(net)
+    steps = [[0] * 40000 + [1, 2]] * 40 + [[3]] * 10
+    labels = [1] * 40 + [2] * 10
+    lr, _ = compare(one, "readout", steps, labels, exe, flags=[ON] * 39 + [ON | END] + [ON] * 10, every=5,
+                    eta=0, trial=1)
+    w = lr.weights(0).astype(np.int64)
+    assert np.abs(w).max() == 32767
+    # the Python twin's summed trace did saturate (the C's equals it at every snapshot)
+    lr2 = Learner(one, "readout", eta_shift=0, trial=1)
+    for ev in steps[:39]:
+        lr2.step(np.array(ev, np.int32), 1)
+    assert lr2.layers[0].acc.max() == 2**31 - 1
+
+
+def test_trial_refused_out_of_range(exe):
+    """trial 32 and -1: the Learner raises ModelError, the C config is refused (ESNN_ERR_ARG); 31 is taken."""
+    model = make_model()
+    for bad in (32, -1):
+        with pytest.raises(ModelError, match="trial"):
+            Learner(model, "readout", trial=bad)
+    cfg = hostlib.learn_config(Learner(model, "readout", trial=31))
+    assert cfg[-1] == 31 and len(cfg) == len(Learner.CONFIG_FIELDS) == 17
+    ev = Events.from_lists([[0, 1], [2]])
+    for word, want in ((31, S.OK), (32, S.ERR_ARG), (-1, S.ERR_ARG), (1 << 31, S.ERR_ARG)):
+        init, _ = hostlib.run_learn_driver(exe, B.pack(model), cfg[:-1] + [word], [-1, -1], [1, 1], ev, [0, 0],
+                                           [AUTO] * 2, [ON] * 2, 1)
+        assert init == want, (word, S.name(init))
+
+
+def test_trial_mode_sanitizers_clean(exe_san):
+    model = make_model(recurrent=True, alif=True, seed=2)
+    T = 40
+    steps = random_inputs(12, T - 10, 0.4, seed=5) + [list(range(12)) * 2] * 5 + [[]] * 5
+    labels, flags = trial_controls(7, 3, T)
+    compare(model, "eprop", steps, labels, exe_san, flags=flags, every=4, eta={0: 9, 1: 2}, trial=3, center=2,
+            nlms=True, hinge=True)
 
 
 @pytest.mark.parametrize("rule", ["stdp", "rstdp"])
@@ -353,12 +481,14 @@ def test_compiles_for_cortex_m(cpu, tmp_path):
                          cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     # no float: no soft-float helper, no FPU instruction; only the runtime's and libgcc's integer helpers
+    # (the 64-bit division of trial mode's mean membrane: __aeabi_uldivmod, GCC declares ldivmod with it)
     nm = subprocess.run(["arm-none-eabi-nm", "-u", "l.o"], cwd=tmp_path, capture_output=True, text=True)
     assert not re.search(r"__aeabi_[fd]|__aeabi_[iul]2[fd]|__(add|mul|div|sub)[sd]f3", nm.stdout), nm.stdout
     assert set(nm.stdout.split()) - {"U"} <= {"esnn_decay", "esnn_sat_add", "esnn_model_check", "esnn_n_outputs",
                                             "esnn_reset", "esnn_step", "esnn_spikes", "esnn_v", "esnn_a",
                                             "__aeabi_uidiv", "__aeabi_lmul", "__aeabi_llsr", "__aeabi_llsl",
-                                            "__aeabi_lasr", "__aeabi_idiv", "memset", "memcpy"}, nm.stdout
+                                            "__aeabi_lasr", "__aeabi_idiv", "__aeabi_uldivmod", "__aeabi_ldivmod",
+                                            "memset", "memcpy"}, nm.stdout
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", "l.o"], cwd=tmp_path, capture_output=True, text=True)
     assert dis.returncode == 0 and not re.search(r"\tv[a-z]+\.f(32|64)", dis.stdout)
 
@@ -384,15 +514,19 @@ def parse_learn_stream(data: bytes) -> dict:
             "calib_ticks": int(w[10]), "wb": halves[:n_wb].view(np.int16).copy()}
 
 
-QEMU_CASES = [("eprop", True, True, 200, "qemu-mps2-an386"), ("decolle", False, False, 200, "qemu-mps2-an386"),
-              ("rstdp", True, False, 100, "qemu-mps2-an385")]
+QEMU_CASES = [("eprop", True, True, 200, "qemu-mps2-an386", {}), ("decolle", False, False, 200, "qemu-mps2-an386", {}),
+              ("rstdp", True, False, 100, "qemu-mps2-an385", {}),
+              ("eprop", False, True, 150, "qemu-mps2-an386", {"trial": 2, "center": 3, "nlms": True}),
+              ("readout", False, False, 150, "qemu-mps2-an385", {"trial": 4, "hinge": True})]
 
 
-@pytest.mark.parametrize("rule,recurrent,alif,T,board", QEMU_CASES)
-def test_qemu_learning_equals_python(tmp_path, rule, recurrent, alif, T, board):
+@pytest.mark.parametrize("rule,recurrent,alif,T,board,kw", QEMU_CASES)
+def test_qemu_learning_equals_python(tmp_path, rule, recurrent, alif, T, board, kw):
     """N labelled steps on an emulated board (the learn firmware; qemu-mps2-an386 is a Cortex-M4F, an385
     a Cortex-M3): the final int16 weights and the update count equal the Python fixed-point Learner's;
-    instructions per learning step from SysTick."""
+    instructions per learning step from SysTick. Trial mode (kw trial): the readout's 64-bit division
+    links (libgcc) and the weights sent include the last trial, ended by the reset before the firmware's
+    forward-only pass (learning still on: its update applies; the update count is read before it)."""
     need("arm-none-eabi-gcc", "qemu-system-arm", "make")
     from firmware_gen import build as BUILD
     from firmware_gen import export as EXPORT
@@ -402,7 +536,7 @@ def test_qemu_learning_equals_python(tmp_path, rule, recurrent, alif, T, board):
     labels = [(t // 25) % 3 if t % 25 > 2 else -1 for t in range(T)]
     flags = [ON | (RESET if t % 50 == 0 else 0) for t in range(T)]
     eta = {0: 11, 1: 12}
-    lr0 = Learner(model, rule, eta_shift=eta)
+    lr0 = Learner(model, rule, eta_shift=eta, **kw)
     project = tmp_path / "learn"
     EXPORT.export_project(model, board, project, mode="learn",
                           learn=dict(learner=lr0, events=Events.from_lists(steps), labels=labels, flags=flags))
@@ -411,8 +545,12 @@ def test_qemu_learning_equals_python(tmp_path, rule, recurrent, alif, T, board):
     res = QEMU.run(rep["elf"], board, timeout=60, icount_shift=0)
     dev = parse_learn_stream(res.output)
     assert res.returncode == 0 and dev["init"] == S.OK and dev["last"] == S.OK and dev["done"] == T, (res, dev)
-    lr, snaps = python_run(model, rule, steps, labels, [AUTO] * T, flags, T, eta=eta)
+    lr, snaps = python_run(model, rule, steps, labels, [AUTO] * T, flags, T, eta=eta, **kw)
     _, wb, updates, _ = snaps[-1]
+    if kw.get("trial"):
+        assert lr.layers[1].n > 0       # a trial pending at the end: the firmware's reset applies it
+        lr.end_trial()
+        wb = lr.sim.program.wb.copy()
     assert np.array_equal(dev["wb"], wb)
     assert dev["updates"] == updates & 0xFFFFFFFF
     assert not np.array_equal(wb, lr0.sim.program.wb)          # it did learn

@@ -54,8 +54,8 @@ class RefLearner:
     """Two layers: layer 0 a plastic hidden layer (Dense or Recurrent), layer 1 a plastic LI readout."""
 
     def __init__(self, model, rule, k0, k1, y_one=1.0, decolle_target=512, reg=None, a_plus=4, a_minus=3,
-                 hinge=False, center=0):
-        self.hinge, self.center = hinge, center
+                 hinge=False, center=0, trial=0):
+        self.hinge, self.center, self.trial = hinge, center, trial
         self.model = copy.deepcopy(model)
         self.ref = ReferenceNet(self.model)
         self.rule = rule
@@ -89,6 +89,7 @@ class RefLearner:
         self.crec = [[0] * self.h for _ in range(self.h)]
         self.score = [0] * self.C
         self.m1 = [0] * self.h
+        self.acc, self.vsum, self.n, self.lab = [0] * self.h, [0] * self.C, 0, -1   # trial mode
 
     # W[i][j] lives in the model's LayerQ arrays, which ReferenceNet reads every step
     def _upd(self, W, l, e, g):
@@ -211,12 +212,35 @@ class RefLearner:
             self.e1[j] = dec(self.e1[j], q1.dv)
         for j in spk0:
             self.e1[j] = sat(self.e1[j] + 256)
+        if self.trial:
+            if label >= 0:
+                if self.n and label != self.lab:
+                    self.end_trial()
+                self.acc = [clip(a + e, -(2**31), 2**31 - 1) for a, e in zip(self.acc, self.e1)]
+                self.vsum = [a + v for a, v in zip(self.vsum, v1)]
+                self.n, self.lab = self.n + 1, label
+            return
         e1 = self.e1
         if self.center:
             for j in range(self.h):
                 self.m1[j] = self.m1[j] + rs(self.e1[j] - self.m1[j], self.center)
             e1 = [self.e1[j] - self.m1[j] for j in range(self.h)]
         self._upd(q1.weight, 1, e1, [clip(rs(err[kk] * 256, 8), -I32, I32) for kk in range(self.C)])
+
+
+    def end_trial(self):
+        """Trial mode, docs/learning.md: one update from the trial's means (Python's // is a floor)."""
+        if self.n:
+            eb = [a // self.n for a in self.acc]
+            vb = [v // self.n for v in self.vsum]
+            if self.center:
+                self.m1 = [m + rs(e - m, self.center) for m, e in zip(self.m1, eb)]
+            ec = [clip(e - m + rs(m, self.trial), -I32, I32) for e, m in zip(eb, self.m1)]
+            err = [clip((self.y1 if kk == self.lab else 0) - vb[kk], -32767, 32767) for kk in range(self.C)]
+            if self.hinge:
+                err = [max(d, 0) if kk == self.lab else min(d, 0) for kk, d in enumerate(err)]
+            self._upd(self.q[1].weight, 1, ec, err)
+        self.acc, self.vsum, self.n, self.lab = [0] * self.h, [0] * self.C, 0, -1
 
 
 def random_inputs(n_in, T, rate, seed):
@@ -267,6 +291,85 @@ def test_readout_options_equal_reference(kw):
     assert np.array_equal(lr.weights(1), ref.q[1].weight)
     plain, _ = run_both(model, "eprop", steps, labels, k0=11, k1=11)
     assert not np.array_equal(lr.weights(1), plain.weights(1))   # the option does change the learning
+
+
+TRIAL_LABELS = [-1] * 3 + [1] * 12 + [-1] * 2 + [1] * 5 + [2] * 15 + [0] * 3   # unlabelled gaps, changes
+
+
+@pytest.mark.parametrize("rule,kw", [("readout", {"trial": 3}), ("readout", {"trial": 1, "center": 2}),
+                                     ("eprop", {"trial": 5, "center": 3, "hinge": True}),
+                                     ("readout", {"trial": 31, "center": 1})])
+def test_trial_mode_equals_reference(rule, kw):
+    """The readout learns once per trial (at a change of label and at end_trial), from the trial's means."""
+    model = make_model(seed=13)
+    steps = random_inputs(12, len(TRIAL_LABELS), 0.4, seed=14)
+    lr, ref = run_both(model, rule, steps, TRIAL_LABELS, k0=11, k1=7, **kw)
+    assert np.array_equal(lr.weights(1), ref.q[1].weight)     # two trials ended by a change of label
+    moved = lr.weights(1).copy()
+    assert not np.array_equal(moved, model.layers[1].weight)
+    lr.end_trial()
+    ref.end_trial()                                             # the third, label 0
+    assert np.array_equal(lr.weights(0), ref.q[0].weight)
+    assert np.array_equal(lr.weights(1), ref.q[1].weight)
+    assert not np.array_equal(lr.weights(1), moved)
+    per_step, _ = run_both(model, rule, steps, TRIAL_LABELS, k0=11, k1=7, **{k: v for k, v in kw.items()
+                                                                             if k != "trial"})
+    assert not np.array_equal(lr.weights(1), per_step.weights(1))
+
+
+def test_trial_ends_at_reset_and_is_dropped_when_learning_is_off():
+    model = make_model(seed=15)
+    steps = random_inputs(12, 10, 0.5, seed=16)
+
+    def run(stop):
+        lr = Learner(model, "readout", eta_shift=3, trial=2)
+        for inp in steps:
+            lr.step(np.array(inp, np.int32), 1)
+        stop(lr)
+        return lr
+    by_reset = run(lambda lr: lr.reset())
+    by_end = run(lambda lr: lr.end_trial())
+    assert np.array_equal(by_reset.weights(1), by_end.weights(1))
+    assert not np.array_equal(by_reset.weights(1), model.layers[1].weight)
+
+    def off(lr):
+        lr.enabled = False
+        lr.reset()
+    dropped = run(off)
+    assert np.array_equal(dropped.weights(1), model.layers[1].weight) and dropped.updates == 0
+    assert dropped.layers[1].n == 0                            # nothing left pending
+    unlabelled = Learner(model, "readout", eta_shift=3, trial=2)
+    for inp in steps:
+        unlabelled.step(np.array(inp, np.int32), -1)
+    unlabelled.end_trial()
+    assert unlabelled.updates == 0
+
+
+def test_trial_float_twin_follows_fixed():
+    """Trial mode in float and in fixed point on the same data: the float twin's weights correlate > 0.99
+    with the fixed learner's after 30 trials."""
+    rng = np.random.default_rng(7)
+    net = Network((30,), [Dense(rng.normal(0, 0.2, (4, 30)), Neuron("li", tau_mem=10e-3), plastic=True)], seed=1)
+    model = quantize(net)
+    out = {}
+    for mode in ("fixed", "float"):
+        lr = Learner(model, "readout", mode=mode, eta_shift=11, trial=3, center=2)
+        r2 = np.random.default_rng(8)
+        for trial in range(30):
+            lab = int(r2.integers(0, 4))
+            lr.reset()
+            for t in range(12):
+                lr.step(np.flatnonzero(r2.random(30) < 0.2 + 0.1 * (np.arange(30) % 4 == lab)).astype(np.int32), lab)
+        lr.end_trial()
+        out[mode] = lr.weights(0).astype(np.float64) - model.layers[0].weight
+    assert np.abs(out["fixed"]).max() > 50                     # it did learn
+    assert np.corrcoef(out["fixed"].ravel(), out["float"].ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("bad", [-1, 32])
+def test_trial_out_of_range_is_refused(bad):
+    with pytest.raises(ModelError, match="trial"):
+        Learner(make_model(), "readout", trial=bad)
 
 
 def test_reset_to_zero_and_all_inputs_active_equal_reference():

@@ -11,20 +11,30 @@ from edgesnn.errors import EdgeSNNError
 
 
 def add_learn_options(p, where: str) -> None:
-    """--learn RULE and --learn-center C, shared by `edgesnn export` and `edgesnn emulate`."""
+    """--learn RULE, --learn-center C and --learn-trial K, shared by `edgesnn export` and `edgesnn emulate`."""
     p.add_argument("--learn", default=None, metavar="RULE",
                    help=f"the model learns on {where} with RULE (readout, etlp, decolle, eprop, stdp, rstdp): "
                         f"LEARN and the STEP teach fields of docs/protocol.md; needs plastic layers")
     p.add_argument("--learn-center", type=int, default=0, metavar="C",
                    help="with --learn: centre the readout's trace by a running mean of rate 2^-C (1..30; "
                         "default 0, off; docs/learning.md)")
+    p.add_argument("--learn-trial", type=int, default=0, metavar="K",
+                   help="with --learn: the readout learns once per trial (a run of steps with one label, ended "
+                        "by LEARN RESET or another label) from the trial's means, keeping 2^-K of the running "
+                        "mean of its trace (1..31; default 0, off: every step; docs/learning.md)")
 
 
 def learn_options(args) -> dict | None:
-    """The Learner keyword options of --learn-center (None: the defaults); refuses it without --learn."""
-    if args.learn_center and not args.learn:
-        raise EdgeSNNError("--learn-center needs --learn RULE")
-    return {"center": args.learn_center} if args.learn_center else None
+    """The Learner keyword options of --learn-center and --learn-trial (None: the defaults); refuses them
+    without --learn."""
+    opts = {}
+    for name in ("center", "trial"):
+        v = getattr(args, f"learn_{name}", 0)
+        if v and not args.learn:
+            raise EdgeSNNError(f"--learn-{name} needs --learn RULE")
+        if v:
+            opts[name] = v
+    return opts or None
 
 
 def add_verbs(sub) -> None:

@@ -88,7 +88,7 @@ class EmulatedDevice:
     runtime's limits of the running model (docs/protocol.md, STEP). ``learn_rule`` (None: no learning;
     one of edgesnn.learning.RULES): the model (a FixedModel) learns with edgesnn.learning.Learner in mode
     fixed (LEARN and the teach fields of STEP), as a board exported with the same rule; ``learn_options``:
-    the Learner's keyword options (center, hinge, nlms), as export_project's."""
+    the Learner's keyword options (center, hinge, nlms, trial), as export_project's."""
 
     def __init__(self, model, upload_capacity: int = DEFAULT_UPLOAD_CAPACITY, max_payload: int = 4096,
                  name: str = "emulator", max_steps: int = DEFAULT_MAX_STEPS, state_capacity: int | None = None,

@@ -606,7 +606,7 @@ def unpack_state_reply(payload: bytes) -> np.ndarray:
 # ---- LEARN
 LEARN_QUERY, LEARN_ENABLE, LEARN_MASK, LEARN_ETA, LEARN_RESET = 0, 1, 2, 3, 4     # LEARN operations
 ETA_NONE = 0xFF                                                                  # a layer that does not learn
-LEARN_CONFIG_WORDS = 16                                                          # esnn_learn_config_t
+LEARN_CONFIG_WORDS = 17                                                          # esnn_learn_config_t
 
 
 @dataclass(frozen=True)

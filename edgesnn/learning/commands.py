@@ -84,7 +84,7 @@ def cmd_train(args):
     res = T.train(model, tr, args.rule, epochs=epochs, mode=args.mode, val=None, seed=args.seed,
                   progress=_progress(args), eta_shift=eta, teach_from=d["teach_from"], gain=d["gain"],
                   hidden_gain=d["hidden_gain"], anneal=d["anneal"], hidden_epochs=d["hidden_epochs"],
-                  center=d.get("center", 0))
+                  center=d.get("center", 0), trial=d.get("trial", 0))
     modelfile.save(res.model, args.out)
     side = {"reader": reader, "options": {k: v for k, v in tr.options.items()}, "rule": args.rule,
             "mode": args.mode}

@@ -52,7 +52,7 @@ class Learner:
     def __init__(self, model: FixedModel, rule: str, mode: str = "fixed", eta_shift=None, y_one: float = 1.0,
                  decolle_target: int = 512, reg=None, a_plus: int = 4, a_minus: int = 3,
                  tau_post: float = 20.0, tau_elig: float = 50.0, layers=None, center: int = 0,
-                 hinge: bool = False, nlms: bool = False):
+                 hinge: bool = False, nlms: bool = False, trial: int = 0):
         if rule not in RULES:
             raise ModelError(f"unknown learning rule {rule!r}; use one of {', '.join(RULES)}")
         if mode not in ("fixed", "float"):
@@ -111,6 +111,9 @@ class Learner:
         self.decolle_target = int(decolle_target)
         if not 0 <= int(center) <= 30:
             raise ModelError(f"center must be 0 (off) or a shift 1..30, got {center}")
+        if not 0 <= int(trial) <= 31:
+            raise ModelError(f"trial must be 0 (off) or a keep shift 1..31, got {trial}")
+        self.trial = int(trial)     # the readout learns once per trial, on the trial's means (docs/learning.md)
         self.hinge = bool(hinge)    # one-sided (squared-hinge) readout error
         self.nlms = bool(nlms)      # three-factor layers: k = eta_shift + ilog2(sum (e_j >> 4)^2) every step
         self.center = int(center)   # the readout's presynaptic trace is centred by a running mean (2^-center)
@@ -150,17 +153,17 @@ class Learner:
 
     # ------------------------------------------------------------ the C learner's configuration
     CONFIG_FIELDS = ("rule", "seed", "y_one", "decolle_target", "a_plus", "a_minus", "d_post", "d_elig",
-                     "reg_on", "reg_lo", "reg_hi", "reg_d", "reg_shift", "center", "hinge", "nlms")
+                     "reg_on", "reg_lo", "reg_hi", "reg_d", "reg_shift", "center", "hinge", "nlms", "trial")
 
     def config(self) -> list[int]:
-        """esnn_learn_config_t of the C learner (docs/learning.md; 16 int32 words in CONFIG_FIELDS order)
+        """esnn_learn_config_t of the C learner (docs/learning.md; 17 int32 words in CONFIG_FIELDS order)
         for this Learner in mode fixed: what a device reports in its LEARN status."""
         reg = self.reg
         words = [RULES.index(self.rule), int(self.model.network.seed) & 0xFFFFFFFF, self.y_one_q,
                  self.decolle_target, self.a_plus, self.a_minus, self.D_post, self.D_elig,
                  0 if reg is None else 1, -1 if reg is None else reg[0], -1 if reg is None else reg[1],
                  0 if reg is None else reg[2], 0 if reg is None else reg[4], self.center, int(self.hinge),
-                 int(self.nlms)]
+                 int(self.nlms), self.trial]
         for name, v in zip(self.CONFIG_FIELDS, words):
             if not -(2**31) <= int(v) < 2**32:
                 raise ModelError(f"learner constant {name} = {v} does not fit the C config's 32 bits")
@@ -169,7 +172,7 @@ class Learner:
     @classmethod
     def for_config(cls, model: FixedModel, words) -> "Learner":
         """The fixed-point Learner whose config() equals ``words`` (a device's LEARN status): the rule and
-        the options rule, center, hinge and nlms are read from it, the rest must be the defaults. Raises
+        the options rule, center, hinge, nlms and trial are read from it, the rest must be the defaults. Raises
         ModelError naming the fields that differ (another seed: the device runs another model's learner)."""
         words = [int(w) for w in words]
         if len(words) != len(cls.CONFIG_FIELDS):
@@ -177,7 +180,7 @@ class Learner:
         if not 0 <= words[0] < len(RULES):
             raise ModelError(f"unknown learning rule number {words[0]} (0..{len(RULES) - 1}: {', '.join(RULES)})")
         lr = cls(model, RULES[words[0]], mode="fixed", center=words[13], hinge=bool(words[14]),
-                 nlms=bool(words[15]))
+                 nlms=bool(words[15]), trial=words[16])
         mine = lr.config()
         bad = [f"{n} {w} (here {m})" for n, w, m in zip(cls.CONFIG_FIELDS, words, mine) if (w - m) % 2**32]
         if bad:
@@ -248,7 +251,9 @@ class Learner:
 
     # ------------------------------------------------------------ state
     def reset(self):
-        """Start of a sample: network state, traces, eligibilities and local readouts to zero."""
+        """Start of a sample: ends a pending trial (end_trial), then network state, traces, eligibilities and
+        local readouts to zero."""
+        self.end_trial()
         self.sim.reset()
         it = np.int32 if self.fixed else np.float64
         for L in self.layers.values():
@@ -259,6 +264,9 @@ class Learner:
             L.q_rate = np.zeros(L.n_out, it)       # rate trace (regulariser)
             L.y_loc = np.zeros(self.n_classes, it)  # DECOLLE local readout
             L.ec = np.zeros(L.n_in, it)             # centred trace (scratch)
+            L.acc = np.zeros(L.n_in, it)            # trial mode: the trial's summed trace
+            L.vsum = np.zeros(L.n_out, np.int64 if self.fixed else np.float64)   # and summed readout membrane
+            L.n, L.lab = 0, -1                      # labelled steps of the pending trial, its label
             if not hasattr(L, "m"):                  # running mean of the trace: kept across samples
                 L.m = np.zeros(L.n_in, it)
             if L.role == "rstdp":
@@ -308,6 +316,7 @@ class Learner:
         y1 = self.y_one_q
         if self.readout_li:
             vo = v_out if self.fixed else v_out.astype(np.float64) * 2.0 ** self.model.layers[last].shift
+            self._vo = vo
             if self.fixed:
                 R.readout_error_fixed(vo, label, y1, self.err, self.hinge)
             else:
@@ -371,6 +380,9 @@ class Learner:
         R.trace_fixed(L.e, L.D, src, src.shape[0])
         if L.recurrent:
             R.trace_fixed(L.e_rec, L.D, L.prev, L.prev.shape[0])
+        if role == "readout" and self.trial:
+            self._trial_step(L, label)
+            return
         if role == "readout":
             L.Lsig[:] = self.err
             L.psi[:] = R.PSI_ONE
@@ -449,6 +461,9 @@ class Learner:
         R.trace_float(L.e, beta, src)
         if L.recurrent:
             R.trace_float(L.e_rec, beta, L.prev)
+        if role == "readout" and self.trial:
+            self._trial_step(L, label)
+            return
         if role == "readout":
             Lsig = self.err
             psi = np.full(L.n_out, float(R.PSI_ONE))
@@ -478,6 +493,56 @@ class Learner:
         if L.recurrent:
             R.update_float(L.Wrec, L.e_rec, g, k)
         self._write_float(L)
+
+    # ------------------------------------------------------------ trial mode (the readout)
+    def _trial_step(self, L, label):
+        """A labelled step adds to the pending trial (another label first ends it); unlabelled steps do not."""
+        if label < 0:
+            return
+        if L.n and label != L.lab:
+            self._end_trial_layer(L)
+        if self.fixed:
+            R.trial_accumulate_fixed(L.e, L.acc, self._vo, L.vsum)
+        else:
+            L.acc += L.e
+            L.vsum += self._vo
+        L.n += 1
+        L.lab = label
+
+    def end_trial(self):
+        """Trial mode: apply the pending trial's readout update now (reset() and a change of label do it
+        too); dropped if learning is off or the layer masked at this moment. No-op otherwise."""
+        for l, L in self.layers.items():
+            if getattr(L, "n", 0):
+                if self.enabled and l in self.mask:
+                    self._end_trial_layer(L)
+                L.acc[:] = 0
+                L.vsum[:] = 0
+                L.n, L.lab = 0, -1
+
+    def _end_trial_layer(self, L):
+        """dw_ij = 2^-k * err_i * ec_j once per trial: err from the trial's mean readout membrane (the
+        per-step error's formula), ec the centred mean trace (rules.trial_means_fixed)."""
+        k = self.eta_shift[L.index]
+        if self.fixed:
+            ec = np.zeros(L.n_in, np.int32)
+            vbar = np.zeros(L.n_out, np.int64)
+            R.trial_means_fixed(L.acc, L.vsum, L.n, L.m, self.center, self.trial, ec, vbar)
+            err = np.zeros(L.n_out, np.int64)
+            R.readout_error_fixed(vbar, L.lab, self.y_one_q, err, self.hinge)
+            if self.nlms:
+                k = R.nlms_shift_fixed(ec, k)
+            self.updates += R.update_fixed(self.sim.program.wb, L.w_off, L.n_out, ec, err, k, L.rng, L.nz)
+        else:
+            ec, vbar = R.trial_means_float(L.acc, L.vsum, L.n, L.m, self.center, self.trial)
+            err = R.readout_error_float(vbar, L.lab, float(self.y_one_q), self.hinge)
+            if self.nlms:
+                k = R.nlms_shift_float(ec, k)
+            R.update_float(L.W, ec, err, k)
+            self._write_float(L)
+        L.acc[:] = 0
+        L.vsum[:] = 0
+        L.n, L.lab = 0, -1
 
     def decay_weights(self, kd: int):
         """L2 weight decay of the LI readout, w -= w / 2^kd (stochastic rounding with the layer's stream);
@@ -518,6 +583,12 @@ class Learner:
                 fixed += 4 * self.n_classes                  # local readout
             if L.role == "readout":
                 fixed += 4 * self.n_classes                  # error
+                if self.center:
+                    per_input += 4                           # running mean m_j
+                if self.trial:
+                    per_input += 4                           # the trial's summed trace
+                    per_neuron += 8                          # and summed membrane (int64)
+                    fixed += 8                               # its step count and label
             if self.reg is not None and L.kind != "li":
                 per_neuron += 4                              # rate trace
             n_syn = L.n_in * L.n_out + (L.n_out * L.n_out if L.recurrent else 0)
@@ -537,6 +608,7 @@ class Learner:
             self.reset()
             for t in range(events.n_steps):
                 self.step(events.idx[events.ptr[t]:events.ptr[t + 1]], label if t >= teach_from else -1)
+            self.end_trial()
         finally:
             self.enabled = was
         return int(np.argmax(self.score))

@@ -88,6 +88,40 @@ def center_fixed(e, m, cs, ec):
 
 
 @njit(cache=True)
+def trial_accumulate_fixed(e, acc, v, vsum):
+    """One labelled step of a trial (readout, trial mode): acc_j = sat(acc_j + e_j) (int32), vsum_i += v_i
+    (int64)."""
+    for j in range(e.shape[0]):
+        acc[j] = sat_add(acc[j], e[j])
+    for i in range(v.shape[0]):
+        vsum[i] += np.int64(v[i])
+
+
+@njit(cache=True)
+def floor_div(a, n):
+    """floor(a / n) for int64 a and n >= 1, dividing non-negative values only (C: the same)."""
+    a = np.int64(a)
+    if a >= 0:
+        return a // np.int64(n)
+    return -((-a + np.int64(n) - 1) // np.int64(n))
+
+
+@njit(cache=True)
+def trial_means_fixed(acc, vsum, n, m, cs, keep, ec, vbar):
+    """End of a trial of n >= 1 labelled steps: ebar_j = floor(acc_j / n), vbar_i = floor(vsum_i / n);
+    the running mean over trials m_j = m_j + floor((ebar_j - m_j) / 2^cs) (cs = 0: m stays 0), then
+    ec_j = clip(ebar_j - m_j + floor(m_j / 2^keep), +-(2^31 - 1)) (the centred mean trace, keeping 2^-keep
+    of the mean: a full centring leaves the classes' offsets w . m unlearned, and the readout has no bias)."""
+    for j in range(acc.shape[0]):
+        eb = floor_div(acc[j], n)
+        if cs > 0:
+            m[j] = m[j] + rs(eb - np.int64(m[j]), cs)
+        ec[j] = clip64(eb - np.int64(m[j]) + rs(m[j], keep), -I32_MAX, I32_MAX)
+    for i in range(vsum.shape[0]):
+        vbar[i] = floor_div(vsum[i], n)
+
+
+@njit(cache=True)
 def surrogate_fixed(v, spk, n_spk, a_old, theta, reset_sub, R, psi, flag):
     """psi_i (Q8, 0..256) of a spiking layer after its step: v is the membrane after reset, spk[:n_spk]
     the spike list, a_old the adaptation before the step (empty unless ALIF).
@@ -315,6 +349,14 @@ def trace_float(e, beta, src):
 def center_float(e, m, cs):
     m += (e - m) / 2.0**cs
     return e - m
+
+
+def trial_means_float(acc, vsum, n, m, cs, keep):
+    """The float twin of trial_means_fixed: returns (ec, vbar); updates m in place."""
+    eb = acc / n
+    if cs:
+        m += (eb - m) / 2.0**cs
+    return eb - m + m / 2.0**keep, vsum / n
 
 
 def surrogate_float(u_v, spk_flags, a_old, theta, reset_sub):

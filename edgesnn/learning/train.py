@@ -130,17 +130,32 @@ def calibrate_eta(learner: Learner, samples, gain: float = 2.0 ** -8, hidden_gai
     for l in learner.eta_shift:
         learner.eta_shift[l] = 31
     sums = {l: [] for l in learner.layers}
+    trial = {l for l, L in learner.layers.items() if learner.trial and L.role == "readout"}
+    means = {l: [] for l in trial}
     for ev, lab in samples:
         learner.reset()
         for t in range(ev.n_steps):
             learner.step(ev.idx[ev.ptr[t]:ev.ptr[t + 1]], lab)
             for l, L in learner.layers.items():
+                if l in trial:
+                    continue
                 e = (L.ec if learner.center and L.role == "readout" else L.e).astype(np.float64)
                 s = float(e @ e)
                 if L.recurrent:
                     s += float(L.e_rec.astype(np.float64) @ L.e_rec)
                 sums[l].append(s)
+        for l in trial:
+            L = learner.layers[l]
+            means[l].append(L.acc.astype(np.float64) / max(L.n, 1))
     learner.eta_shift.update(saved)
+    for l in trial:
+        # trial mode: the norm of the trial's centred mean trace; the running mean starts warm at the mean
+        eb = np.array(means[l])
+        m = eb.mean(axis=0)
+        ec = eb - m + m / 2.0 ** learner.trial
+        sums[l] = list((ec * ec).sum(axis=1))
+        L = learner.layers[l]
+        L.m[:] = np.floor(m) if learner.fixed else m
     last = max(learner.layers)
     # restore the weights: the calibration's k = 31 updates are zero on average but not exactly
     out = {}

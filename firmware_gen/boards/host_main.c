@@ -7,7 +7,7 @@
  *     host_device [--max-payload N] [--max-events N] [--max-steps N] [--upload BYTES] [--state BYTES]
  *                 [--name NAME] [--clock HZ]
  *
- * Compiled with -DESNN_LINK_LEARN (and esnn_learn.c), `--learn W0,W1,...,W15` (the 16 words of
+ * Compiled with -DESNN_LINK_LEARN (and esnn_learn.c), `--learn W0,W1,...,W16` (the 17 words of
  * esnn_learn_config_t, firmware_gen.hostlib.learn_config) makes the compiled-in model learn (LEARN).
  *
  * Reads stdin until end of file, writes every reply frame to stdout as it is produced. Exit status 0,
@@ -120,15 +120,15 @@ int main(int argc, char **argv)
     cfg.write = write_all;
 #ifdef ESNN_LINK_LEARN
     if (learn != NULL) {
-        int32_t w[16];
+        int32_t w[17];
         const char *q = learn;
         int k;
-        for (k = 0; k < 16; k++) {
+        for (k = 0; k < 17; k++) {
             char *end;
             long long v = strtoll(q, &end, 0);
-            if (end == q || v < -2147483648LL || v > 4294967295LL || (k < 15 && *end != ',')
-                || (k == 15 && *end != '\0')) {
-                fprintf(stderr, "host_device: --learn takes 16 comma-separated integers\n");
+            if (end == q || v < -2147483648LL || v > 4294967295LL || (k < 16 && *end != ',')
+                || (k == 16 && *end != '\0')) {
+                fprintf(stderr, "host_device: --learn takes 17 comma-separated integers\n");
                 return 2;
             }
             w[k] = (int32_t)(uint32_t)(v & 0xFFFFFFFFLL);
@@ -150,6 +150,7 @@ int main(int argc, char **argv)
         lcfg.center = (uint32_t)w[13];
         lcfg.hinge = w[14];
         lcfg.nlms = w[15];
+        lcfg.trial = (uint32_t)w[16];
         cfg.learn_cfg = &lcfg;
         cfg.learn_n_wb = ESNN_MODEL_N_WB > 0u ? ESNN_MODEL_N_WB : 1u;
         cfg.learn_wb = aligned(2u * (size_t)cfg.learn_n_wb);

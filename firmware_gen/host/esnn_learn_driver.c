@@ -6,12 +6,13 @@
  *
  *     esnn_learn_driver BLOB INPUT OUT
  *
- * INPUT (little-endian int32 words): cfg[16] (esnn_learn_config_t in field order), L, eta[L] (-1: default),
+ * INPUT (little-endian int32 words): cfg[17] (esnn_learn_config_t in field order), L, eta[L] (-1: default),
  *     mask[L], T, K, n_idx, ptr[T + 1], idx[n_idx], label[T], reward[T], flags[T]
- *     flags: bit 0 esnn_learn_reset before the step, bit 1 learning enabled for the step,
- *            bits 8..15 weight decay kd applied before the step (0: none)
+ *     flags, in this order before the step: bit 0 esnn_learn_reset, bit 1 learning enabled for the step,
+ *            bit 3 every learning layer masked for the step (else mask[]), bit 2 esnn_learn_end_trial,
+ *            bits 8..15 weight decay kd (0: none)
  * OUT (int32 words): init status, n_wb; per snapshot: steps done, status of the last step, updates,
- *     wb[n_wb], then per layer and ESNN_LS_* 0..7: count, values
+ *     wb[n_wb], then per layer and ESNN_LS_* 0..8: count, values
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,8 @@
 #include "esnn_learn.h"
 #include "esnn_host.h"
 
-#define CFG_WORDS 16u
+#define CFG_WORDS 17u
+#define LS_COUNT 9
 
 static void put(FILE *f, int32_t w)
 {
@@ -38,7 +40,7 @@ static void snapshot(FILE *f, const esnn_model_t *m, const esnn_learn_t *lr, uin
     for (k = 0; k < m->n_wb; k++)
         put(f, m->wb[k]);
     for (l = 0; l < m->n_layers; l++)
-        for (which = 0; which < 8; which++) {
+        for (which = 0; which < LS_COUNT; which++) {
             uint32_t n;
             const int32_t *p = esnn_learn_layer_state(lr, l, which, &n);
             put(f, (int32_t)n);
@@ -101,7 +103,7 @@ int main(int argc, char **argv)
     if (st == ESNN_OK) {
         uint32_t nb = esnn_learn_bytes(&model, &cfg);
         lbuf = malloc(nb + 8u);
-        st = nb == 0u ? ESNN_ERR_MODEL : esnn_learn_init(&lr, &model, wb, &cfg, lbuf, nb);
+        st = esnn_learn_init(&lr, &model, wb, &cfg, lbuf, nb);   /* nb 0: init says why (model, config) */
     }
     if (st == ESNN_OK && L == model.n_layers) {
         for (l = 0; l < L; l++) {
@@ -121,6 +123,11 @@ int main(int argc, char **argv)
             if (flags[t] & 1)
                 esnn_learn_reset(&lr, &state);
             esnn_learn_enable(&lr, (flags[t] & 2) != 0);
+            for (l = 0; l < L; l++)
+                if (esnn_learn_role(&lr, l) != ESNN_ROLE_NONE)
+                    (void)esnn_learn_set_mask(&lr, l, (flags[t] & 8) ? 0 : mask[l]);
+            if (flags[t] & 4)
+                (void)esnn_learn_end_trial(&lr);
             if (kd != 0u && esnn_learn_weight_decay(&lr, kd) != ESNN_OK)
                 st = ESNN_ERR_ARG;
             if (st == ESNN_OK)

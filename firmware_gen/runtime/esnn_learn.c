@@ -102,6 +102,27 @@ static int64_t clip64(int64_t x, int64_t lo, int64_t hi)
     return x < lo ? lo : (x > hi ? hi : x);
 }
 
+/* floor(a / n), n >= 1, dividing magnitudes only: ceil(|a| / n) = (|a| - 1) / n + 1 for a < 0 (no
+   overflow). The 32-bit form serves int32 sums (one udiv on Cortex-M3/M4), the 64-bit form the int64
+   membrane sums (libgcc's __aeabi_uldivmod on 32-bit cores: n_out divisions per trial). */
+static int32_t floor_div32(int32_t a, uint32_t n)
+{
+    uint32_t m;
+    if (a >= 0)
+        return (int32_t)((uint32_t)a / n);
+    m = 0u - (uint32_t)a;                            /* |a| <= 2^31 */
+    return i32_of(-(int64_t)((m - 1u) / n + 1u));
+}
+
+static int64_t floor_div64(int64_t a, uint32_t n)
+{
+    uint64_t m;
+    if (a >= 0)
+        return (int64_t)((uint64_t)a / n);
+    m = 0u - (uint64_t)a;                            /* |a| <= 2^63 */
+    return i64_of(0u - ((m - 1u) / n + 1u));
+}
+
 static int16_t clip_w(int64_t x)
 {
     return (int16_t)clip64(x, -W_MAX, W_MAX);
@@ -159,22 +180,22 @@ static void surrogate(const int32_t *v, uint32_t n, const int32_t *spk, uint32_t
     }
 }
 
-/* err_k = clip(tgt_k - v_k, +-32767), tgt = y1 for the label, else 0; no label: 0; hinge: one-sided */
+/* the error of one class: clip(tgt - v, +-32767), tgt = y1 for the label's class (is_label), else 0;
+   hinge: one-sided. v is an int32 membrane or a trial's mean membrane (within int32 too). */
+static int64_t class_error(int64_t v, int is_label, int32_t y1, int hinge)
+{
+    int64_t d = clip64((is_label ? (int64_t)y1 : 0) - v, -ERR_MAX, ERR_MAX);
+    if (hinge)
+        d = is_label ? (d > 0 ? d : 0) : (d < 0 ? d : 0);
+    return d;
+}
+
+/* err_k = class_error(v_k, k == label); no label: 0 */
 static void readout_error(const int32_t *v, uint32_t C, int32_t label, int32_t y1, int hinge, int64_t *err)
 {
     uint32_t k;
-    for (k = 0; k < C; k++) {
-        int64_t t, d;
-        if (label < 0) {
-            err[k] = 0;
-            continue;
-        }
-        t = (int32_t)k == label ? (int64_t)y1 : 0;
-        d = clip64(t - (int64_t)v[k], -ERR_MAX, ERR_MAX);
-        if (hinge)
-            d = (int32_t)k == label ? (d > 0 ? d : 0) : (d < 0 ? d : 0);
-        err[k] = d;
-    }
+    for (k = 0; k < C; k++)
+        err[k] = label < 0 ? 0 : class_error(v[k], (int32_t)k == label, y1, hinge);
 }
 
 /* L_i = clip(floor(sum_k B[k, i] err_k / 2^6), +-(2^31 - 1)) */
@@ -383,6 +404,7 @@ int32_t esnn_learn_config_default(esnn_learn_config_t *cfg, int32_t rule, uint32
     cfg->center = 0u;
     cfg->hinge = 0;
     cfg->nlms = 0;
+    cfg->trial = 0u;
     return ESNN_OK;
 }
 
@@ -417,7 +439,8 @@ static int32_t role_of(const esnn_model_t *m, const esnn_learn_config_t *cfg, ui
 
 static int cfg_ok(const esnn_learn_config_t *cfg)
 {
-    return cfg->rule >= 0 && cfg->rule < ESNN_RULE_COUNT && cfg->center <= 30u && cfg->reg_shift <= 62u
+    return cfg->rule >= 0 && cfg->rule < ESNN_RULE_COUNT && cfg->center <= 30u && cfg->trial <= 31u
+           && cfg->reg_shift <= 62u
            && cfg->d_post <= (1u << 24) && cfg->d_elig <= (1u << 24) && cfg->reg_d <= (1u << 24);
 }
 
@@ -507,9 +530,11 @@ static uint64_t plan(const esnn_model_t *m, const esnn_learn_config_t *cfg, esnn
         const int stdp = role == ESNN_ROLE_STDP || role == ESNN_ROLE_RSTDP;
         const int fb = role == ESNN_ROLE_ETLP || role == ESNN_ROLE_EPROP || role == ESNN_ROLE_DECOLLE;
         esnn_learn_layer_t *L = lr != NULL ? &lr->layers[l] : NULL;
-        int32_t *p[10];
+        const int trial = role == ESNN_ROLE_READOUT && cfg->trial != 0u;
+        int32_t *p[11];
+        int64_t *vsum;
         int8_t *B;
-        uint32_t sizes[10], k, q;
+        uint32_t sizes[11], k, q;
         if (role == ESNN_ROLE_NONE) {
             if (L != NULL) {
                 L->role = ESNN_ROLE_NONE;
@@ -527,8 +552,10 @@ static uint64_t plan(const esnn_model_t *m, const esnn_learn_config_t *cfg, esnn
         sizes[7] = alif ? n_out : 0u;                                     /* a_old */
         sizes[8] = role == ESNN_ROLE_RSTDP ? n_in * n_out : 0u;           /* c */
         sizes[9] = role == ESNN_ROLE_RSTDP && rec ? n_out * n_out : 0u;   /* c_rec */
-        for (k = 0; k < 10u; k++)
+        sizes[10] = trial ? n_in : 0u;                                    /* acc */
+        for (k = 0; k < 11u; k++)
             p[k] = sizes[k] ? (int32_t *)carve(base, &off, 4u * (uint64_t)sizes[k], 4u) : NULL;
+        vsum = trial ? (int64_t *)carve(base, &off, 8u * (uint64_t)n_out, 8u) : NULL;
         B = fb ? (int8_t *)carve(base, &off, (uint64_t)C * n_out, 1u) : NULL;
         if (L != NULL) {
             const int32_t *prm = m->ptab + l * ESNN_NP;
@@ -557,6 +584,10 @@ static uint64_t plan(const esnn_model_t *m, const esnn_learn_config_t *cfg, esnn
             L->a_old = p[7];
             L->c = p[8];
             L->c_rec = p[9];
+            L->acc = p[10];
+            L->vsum = vsum;
+            L->n_trial = 0u;   /* esnn_learn_reset (from init) clears acc and vsum */
+            L->trial_label = ESNN_LEARN_NO_LABEL;
             L->B = B;
             if (B != NULL) {   /* the feedback matrix, drawn on the device: b = (next >> 25) - 64 */
                 uint32_t s[4];
@@ -634,11 +665,89 @@ int16_t *esnn_learn_blob_wb(uint8_t *blob, uint32_t len, const esnn_model_t *mod
     return NULL;
 }
 
+/* ------------------------------------------------------------------ trial mode (the readout) */
+
+static void clear_trial(esnn_learn_layer_t *L)
+{
+    uint32_t k;
+    for (k = 0; k < L->n_in; k++)
+        L->acc[k] = 0;
+    for (k = 0; k < L->n_out; k++)
+        L->vsum[k] = 0;
+    L->n_trial = 0u;
+    L->trial_label = ESNN_LEARN_NO_LABEL;
+}
+
+/* The pending trial's update (Learner._end_trial_layer, rules.trial_means_fixed), then clear it:
+   ebar_j = floor(acc_j / n), the running mean m_j += floor((ebar_j - m_j) / 2^center) (center 0: m = 0),
+   ec_j = clip(ebar_j - m_j + floor(m_j / 2^trial), +-(2^31 - 1)); vbar_i = floor(vsum_i / n) and
+   err_i = class_error(vbar_i, i == label); k (nlms: on ec); update(w, ec, err, k). Scratch: x (n_in,
+   the readout's n_in <= its size) for ec, g (width >= n_classes) for err. */
+static void end_trial_layer(esnn_learn_t *lr, esnn_learn_layer_t *L)
+{
+    const esnn_learn_config_t *cfg = &lr->cfg;
+    const uint32_t n = L->n_trial;
+    int32_t *ec = lr->x;
+    int64_t *err = lr->g;
+    uint32_t j, i, k = L->k;
+    for (j = 0; j < L->n_in; j++) {
+        const int64_t eb = floor_div32(L->acc[j], n);
+        int64_t m = 0;
+        if (cfg->center) {   /* between m_j and ebar_j: stays in int32 */
+            m = (int64_t)L->m[j] + rs(eb - (int64_t)L->m[j], cfg->center);
+            L->m[j] = i32_of(m);
+        }
+        ec[j] = (int32_t)clip64(eb - m + rs(m, cfg->trial), -I32_MAX, I32_MAX);
+    }
+    for (i = 0; i < L->n_out; i++)   /* the mean of int32 membranes is an int32 */
+        err[i] = class_error(floor_div64(L->vsum[i], n), (int32_t)i == L->trial_label, cfg->y_one, cfg->hinge);
+    if (cfg->nlms)
+        k = nlms_k(ec, L->n_in, NULL, 0u, k);
+    lr->updates += update(lr->wb + L->w_off, L->n_out, ec, L->n_in, err, k, L->rng, lr->nz);
+    clear_trial(L);
+}
+
+/* A labelled step of the readout in trial mode (Learner._trial_step): another label first ends the
+   pending trial; then acc_j = sat(acc_j + e_j), vsum_i += v_i (v: the readout's membrane after the
+   step). Unlabelled steps leave the trial as it is. */
+static void trial_step(esnn_learn_t *lr, esnn_learn_layer_t *L, const int32_t *v, int32_t label)
+{
+    uint32_t k;
+    if (label < 0)
+        return;
+    if (L->n_trial != 0u && label != L->trial_label)
+        end_trial_layer(lr, L);
+    for (k = 0; k < L->n_in; k++)
+        L->acc[k] = esnn_sat_add(L->acc[k], L->e[k]);
+    for (k = 0; k < L->n_out; k++)   /* modulo 2^64 like the Learner's int64 (2^32 steps of int32 fit) */
+        L->vsum[k] = addw(L->vsum[k], v[k]);
+    if (L->n_trial < 0xFFFFFFFFu)   /* a trial of 2^32 - 1 steps (49 days at 1 kHz): the count stops there */
+        L->n_trial++;
+    L->trial_label = label;
+}
+
+int32_t esnn_learn_end_trial(esnn_learn_t *lr)
+{
+    uint32_t l;
+    if (lr == NULL || lr->model == NULL)
+        return ESNN_ERR_ARG;
+    for (l = 0; l < lr->n_layers; l++) {
+        esnn_learn_layer_t *L = &lr->layers[l];
+        if (L->role != ESNN_ROLE_READOUT || lr->cfg.trial == 0u || L->n_trial == 0u)
+            continue;
+        if (lr->enabled && L->on)
+            end_trial_layer(lr, L);
+        clear_trial(L);
+    }
+    return ESNN_OK;
+}
+
 void esnn_learn_reset(esnn_learn_t *lr, esnn_state_t *state)
 {
     uint32_t l, k;
     if (lr == NULL || lr->model == NULL)
         return;
+    (void)esnn_learn_end_trial(lr);   /* the Learner's reset ends the pending trial first */
     if (state != NULL)
         esnn_reset(lr->model, state);
     for (l = 0; l < lr->n_layers; l++) {
@@ -666,6 +775,8 @@ void esnn_learn_reset(esnn_learn_t *lr, esnn_state_t *state)
         if (L->c_rec != NULL)
             for (k = 0; k < L->n_out * L->n_out; k++)
                 L->c_rec[k] = 0;
+        if (L->role == ESNN_ROLE_READOUT && lr->cfg.trial != 0u)
+            clear_trial(L);
     }
     for (k = 0; k < lr->n_classes; k++) {
         lr->score[k] = 0;
@@ -733,6 +844,10 @@ static void layer_three_factor(esnn_learn_t *lr, esnn_learn_layer_t *L, uint32_t
     trace(L->e, L->n_in, L->D, src, n_src);
     if (L->recurrent)
         trace(L->e_rec, n, L->D, L->prev, L->n_prev);
+    if (L->role == ESNN_ROLE_READOUT && cfg->trial != 0u) {   /* trial mode: no update every step */
+        trial_step(lr, L, esnn_v(lr->model, state, l), label);
+        return;
+    }
     if (L->role == ESNN_ROLE_READOUT) {
         for (i = 0; i < n; i++) {
             lr->L[i] = lr->err[i];
@@ -925,6 +1040,7 @@ const int32_t *esnn_learn_layer_state(const esnn_learn_t *lr, uint32_t layer, in
         case ESNN_LS_MEAN: p = L->m; n = L->n_in; break;
         case ESNN_LS_ELIG: p = L->c; n = L->n_in * L->n_out; break;
         case ESNN_LS_ELIG_REC: p = L->c_rec; n = L->n_out * L->n_out; break;
+        case ESNN_LS_TRIAL: p = L->acc; n = L->n_in; break;
         default: break;
         }
     }

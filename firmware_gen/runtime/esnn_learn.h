@@ -65,6 +65,7 @@ extern "C" {
 #define ESNN_LS_MEAN 5        /* m: n_in running mean (readout center) */
 #define ESNN_LS_ELIG 6        /* c: n_in * n_out R-STDP eligibility */
 #define ESNN_LS_ELIG_REC 7    /* c_rec: n_out * n_out */
+#define ESNN_LS_TRIAL 8       /* acc: n_in summed trace of the pending trial (readout, trial mode) */
 
 /* Constants of a learner (edgesnn.learning.Learner's arguments, in integers). esnn_learn_config_default
    fills the Learner's defaults except y_one, which depends on the readout's scale. */
@@ -82,6 +83,7 @@ typedef struct esnn_learn_config {
     uint32_t center;          /* 0 off, 1..30 */
     int32_t hinge;            /* 1: one-sided readout error */
     int32_t nlms;             /* 1: normalised rate */
+    uint32_t trial;           /* 0 off; 1..31: the readout learns once per trial, keeping 2^-trial of the mean */
 } esnn_learn_config_t;
 
 /* Per-layer constants and state pointers (inside the learner's buffer). */
@@ -99,6 +101,12 @@ typedef struct esnn_learn_layer {
     uint32_t n_prev;          /* spikes of the last learning step (Recurrent) */
     int32_t *e, *e_rec, *prev, *y, *q, *y_loc, *m, *a_old, *c, *c_rec;
     int8_t *B;                /* (n_classes, n_out) row-major, Q6 */
+    /* trial mode (the readout): the pending trial's summed trace (n_in) and membrane (n_out), its
+       labelled steps and its label (n_trial 0: none pending, label -1) */
+    int32_t *acc;
+    int64_t *vsum;
+    uint32_t n_trial;
+    int32_t trial_label;
 } esnn_learn_layer_t;
 
 typedef struct esnn_learn {
@@ -145,12 +153,19 @@ int32_t esnn_learn_model_copy(const esnn_model_t *src, esnn_model_t *dst, int16_
    CRC no longer holds once learning changed the weights. */
 int16_t *esnn_learn_blob_wb(uint8_t *blob, uint32_t len, const esnn_model_t *model);
 
-/* Start of a sample: the network state (esnn_reset; state may be NULL to skip), traces, eligibilities,
-   local readouts, the previous-spike lists and the decision score to 0. The running mean (center) and
-   the PRNG streams are kept, as in the Learner. */
+/* Start of a sample: ends a pending trial (esnn_learn_end_trial), then the network state (esnn_reset;
+   state may be NULL to skip), traces, eligibilities, local readouts, the previous-spike lists and the
+   decision score to 0. The running mean (center) and the PRNG streams are kept, as in the Learner. */
 void esnn_learn_reset(esnn_learn_t *lr, esnn_state_t *state);
 
+/* Trial mode (cfg.trial != 0): the readout's update of the pending trial, now (esnn_learn_reset and a
+   labelled step with another label do it too): dw_ij = 2^-k err_i ec_j from the trial's mean membrane
+   and centred mean trace (docs/learning.md). Dropped if learning is off or the readout masked at this
+   moment; the trial is cleared either way. Nothing pending (or trial mode off): nothing. */
+int32_t esnn_learn_end_trial(esnn_learn_t *lr);
+
 /* One forward step (esnn_step) then, if enabled, the learning update of every learning layer in the mask.
+   In trial mode the readout's labelled steps add to the pending trial instead of updating every step.
    label: the class of this step (ESNN_LEARN_NO_LABEL: none); reward: R-STDP's reward, or
    ESNN_LEARN_REWARD_AUTO. A label >= n_classes is refused (ESNN_ERR_ARG) before anything changes; so
    are the step's own refusals (its status is returned, nothing changed). */

@@ -555,7 +555,7 @@ static int32_t do_step(esnn_link_t *L, const uint8_t *p, uint32_t len, out_t *o,
 
 #ifdef ESNN_LINK_LEARN
 /* The LEARN reply: u8 rule, u8 enabled, u32 mask, u16 n_layers, n_layers x u8 eta shift (0xFF: no learning),
-   16 x i32 the learner's configuration (esnn_learn_config_t in field order). */
+   17 x i32 the learner's configuration (esnn_learn_config_t in field order). */
 static void learn_status(const esnn_link_t *L, out_t *o)
 {
     const esnn_learn_t *lr = &L->learner;
@@ -585,6 +585,7 @@ static void learn_status(const esnn_link_t *L, out_t *o)
     put32(o, lr->cfg.center);
     put32(o, (uint32_t)lr->cfg.hinge);
     put32(o, (uint32_t)lr->cfg.nlms);
+    put32(o, lr->cfg.trial);
 }
 
 static int32_t do_learn(esnn_link_t *L, const uint8_t *p, uint32_t len, out_t *o, uint32_t *detail)
