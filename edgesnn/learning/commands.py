@@ -29,9 +29,9 @@ READER_DEFAULTS = {
 DEFAULTS = {
     "nmnist": {"epochs": 10, "hidden": 1024, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -4,
                "hidden_gain": 2 ** -9, "anneal": 2, "hidden_epochs": 3, "conv": 16, "center": 6},
-    "fsdd": {"epochs": 10, "hidden": 1024, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -6,
-             "hidden_gain": 2 ** -10, "anneal": 4, "hidden_epochs": 2, "center": 8, "readout_init": 0.0,
-             "readout_shift": 15},
+    "fsdd": {"epochs": 12, "hidden": 1024, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -2,
+             "hidden_gain": 2 ** -10, "anneal": 4, "hidden_epochs": 2, "center": 6, "trial": 3,
+             "readout_init": 0.0, "readout_shift": 15},
     "dvsgesture": {"epochs": 10, "hidden": 256, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -5,
                    "hidden_gain": 2 ** -8, "anneal": 3, "hidden_epochs": 3},
 }
