@@ -106,6 +106,18 @@ def test_emulated_device_adapts_to_gestures(windows, model):
         assert "weights_equal" not in rep2 and rep2["eta_shift"] == {"2": 31}
 
 
+def test_trial_mode_adapts_with_its_twin(model):
+    """A trial-mode readout (one update per window, applied at the next LEARN RESET): after the training
+    windows the device's weights equal the twin's, so the last window's update was applied too."""
+    small = gesture_windows(f"dvsgesture:{GESTURES}", learn_ms=300)
+    dev = EmulatedDevice(model, learn_rule="readout", learn_options={"center": 6, "trial": 3})
+    with dev.serve_tcp() as srv, connect(srv.url) as d:
+        rep = adapt(d, model, small, epochs=1)
+        assert rep["weights_equal"] and rep["decisions_equal"], rep
+        assert np.count_nonzero(d.read_weights(2)) > 0.25 * 11 * 2048     # learned from a zero readout
+        assert d.learn_status().config[-1] == 3
+
+
 def test_refusals(windows, model):
     other = quantize(presets.make("dvs-adapt", seed=3))
     with EmulatedDevice(other, learn_rule="readout").serve_tcp() as srv, connect(srv.url) as d:

@@ -178,6 +178,7 @@ def adapt(dev, model, data: Windows, epochs: int = 4, eta_shift=None, gain: floa
             steps_run += ev.n_steps
             if progress:
                 progress(ep * len(data.train) + n + 1, total, f"epoch {ep + 1}")
+    dev.learn_reset()   # a trial-mode readout applies the last window's update here (the twin's run_sample did)
     report = {"device": dev.url, "model": model.network.name, "rule": st.rule_name, "layers": layers,
               "eta_shift": {str(l): k[l] for l in layers}, "epochs": epochs, "train_windows": len(data.train),
               "learning_steps": steps_run, "learning_steps_per_s": round(steps_run / max(learn_s, 1e-9), 1),
