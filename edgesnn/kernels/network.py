@@ -39,21 +39,23 @@ def _layer(l, ltab, ptab, wa, wb, vs, ist, src, s0, n_src, work):
 
     acc, acc16, flags, flags64 = work
     n_out = ltab[l, L_N_OUT]
-    for o in range(n_out):
-        acc[o] = 0
     pool = ltab[l, L_W_POOL]
     if kind == DENSE or kind == RECURRENT:
+        # the first rows store into acc rather than add to zeros (saves a pass over acc)
         if pool == 0:
-            dense_rows(wa, ltab[l, L_W_OFF], n_out, src, s0, n_src, acc, acc16)
+            dense_rows(wa, ltab[l, L_W_OFF], n_out, src, s0, n_src, acc, acc16, True)
         else:
-            dense_rows(wb, ltab[l, L_W_OFF], n_out, src, s0, n_src, acc, acc16)
+            dense_rows(wb, ltab[l, L_W_OFF], n_out, src, s0, n_src, acc, acc16, True)
         if kind == RECURRENT:  # the layer's own spikes of the previous step, still in its spike list
             n_prev = ist[ist.shape[0] - ltab.shape[0] + l]
             if pool == 0:
-                dense_rows(wa, ltab[l, L_WREC_OFF], n_out, ist, s_off, n_prev, acc, acc16)
+                dense_rows(wa, ltab[l, L_WREC_OFF], n_out, ist, s_off, n_prev, acc, acc16, False)
             else:
-                dense_rows(wb, ltab[l, L_WREC_OFF], n_out, ist, s_off, n_prev, acc, acc16)
-    elif kind == CONV2D:
+                dense_rows(wb, ltab[l, L_WREC_OFF], n_out, ist, s_off, n_prev, acc, acc16, False)
+        return _neurons(l, ltab, ptab, vs, ist, acc, flags, flags64)
+    for o in range(n_out):
+        acc[o] = 0
+    if kind == CONV2D:
         args = (ltab[l, L_IN_C], ltab[l, L_IN_H], ltab[l, L_IN_W], ltab[l, L_OUT_C], ltab[l, L_OUT_H],
                 ltab[l, L_OUT_W], ltab[l, L_KH], ltab[l, L_KW], ltab[l, L_STRIDE], ltab[l, L_PAD])
         if pool == 0:
@@ -64,9 +66,14 @@ def _layer(l, ltab, ptab, wa, wb, vs, ist, src, s0, n_src, work):
         pool_scatter(ptab[l, P_POOL_W], ltab[l, L_IN_H], ltab[l, L_IN_W], ltab[l, L_OUT_H],
                      ltab[l, L_OUT_W], ltab[l, L_KH], ltab[l, L_STRIDE], src, s0, n_src, acc)
 
-    return update_population(ltab[l, L_NEURON], n_out, acc, flags, flags64, vs, ltab[l, L_V_OFF],
-                             ltab[l, L_I_OFF], ltab[l, L_A_OFF], ist, ltab[l, L_R_OFF], s_off, ltab[l, L_RESET],
-                             ltab[l, L_REF_STEPS], ptab[l, P_DV], ptab[l, P_DI],
+    return _neurons(l, ltab, ptab, vs, ist, acc, flags, flags64)
+
+
+@njit(cache=True, _nrt=False, forceinline=True)
+def _neurons(l, ltab, ptab, vs, ist, acc, flags, flags64):
+    return update_population(ltab[l, L_NEURON], ltab[l, L_N_OUT], acc, flags, flags64, vs, ltab[l, L_V_OFF],
+                             ltab[l, L_I_OFF], ltab[l, L_A_OFF], ist, ltab[l, L_R_OFF], ltab[l, L_S_OFF],
+                             ltab[l, L_RESET], ltab[l, L_REF_STEPS], ptab[l, P_DV], ptab[l, P_DI],
                              ptab[l, P_DA], ptab[l, P_THETA], ptab[l, P_A_INC])
 
 
