@@ -83,11 +83,12 @@ _FLOAT_TYPES = tuple(np.dtype(t) for t in (np.int64, np.float32, np.float32, np.
 
 
 def _as_input(events) -> np.ndarray:
-    """The events of one step as the compiled step takes them: a writable C-contiguous 1-D int32 array."""
-    inp = np.ascontiguousarray(events, dtype=np.int32)
+    """The events of one step as the compiled step takes them: a new 1-D int32 array (C-contiguous,
+    aligned, writable); a scalar is one event."""
+    inp = np.array(events, dtype=np.int32, ndmin=1)
     if inp.ndim != 1:
         raise InputError(f"a step takes a 1-D list of input indices, got shape {inp.shape}")
-    return inp if inp.flags.writeable else inp.copy()
+    return inp
 
 
 class Simulator:
@@ -108,7 +109,7 @@ class Simulator:
             # closed to new signatures: an input that is not an int32 C-contiguous writable array raises
             # TypeError at dispatch, and step() converts it then (no type checks on the common path)
             self._step = partial(kn.closed_step_at(step_at), self._address_table)
-        else:                          # any other layout: the six arrays as arguments, the input converted
+        else:                          # any other layout: the six arrays as arguments, the input copied
             self._step = lambda inp: kn.step(*arrays, _as_input(inp))
         self.n_inputs = int(p.ltab[0, K.L_N_IN])
         self.n_outputs = int(p.ltab[-1, K.L_N_OUT])

@@ -61,10 +61,10 @@ def _decay32(x, dh, dl):
 
 @overload(decay)
 def _decay(x, D):
-    if isinstance(x, types.Integer) and x.bitwidth <= 32:
-        # The same value in 32-bit lanes, which AVX2 multiplies 8 at a time (it has no 64-bit multiply,
-        # and the 32x32->64 one takes lane shuffles). With m = |x| = a * 2^12 + b (b < 2^12) and
-        # D = dh * 2^12 + dl (dl < 2^12):
+    if isinstance(x, types.Integer) and x.signed and x.bitwidth <= 32:
+        # Signed x of at most 32 bits (the states): the same value in 32-bit lanes, which AVX2 multiplies
+        # 8 at a time (it has no 64-bit multiply, and the 32x32->64 one takes lane shuffles).
+        # With m = |x| = a * 2^12 + b (b < 2^12) and D = dh * 2^12 + dl (dl < 2^12):
         #   m * D = a*dh * 2^24 + (a*dl + b*dh) * 2^12 + b*dl, so
         #   floor(m * D / 2^24) = a*dh + floor((a*dl + b*dh + floor(b*dl / 2^12)) / 2^12)
         # (floor((A * 2^12 + B) / 2^24) = floor((A + floor(B / 2^12)) / 2^12) for integers A, B >= 0).

@@ -146,6 +146,7 @@ def scratch(ltab, vs):
 
 @njit(cache=True, forceinline=True)
 def _step_with(ltab, ptab, wa, wb, vs, ist, inp, work):
+    """``step`` with the scratch buffers ``work`` given (see scratch_views)."""
     status = step_core(ltab, ptab, wa, wb, vs, ist, inp, 0, inp.shape[0], work)
     if status != OK:
         return status
