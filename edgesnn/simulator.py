@@ -19,7 +19,8 @@ from .kernels import layout as K
 from .kernels import network as kn
 from .model.program import Program, build_fixed, build_float
 
-_INT32 = np.dtype(np.int32)
+_NO_SPIKES = np.zeros(0, np.int32)  # what a streaming step without output spikes returns
+_NO_SPIKES.flags.writeable = False
 
 
 @dataclass(eq=False)
@@ -81,6 +82,15 @@ _FIXED_TYPES = tuple(np.dtype(t) for t in (np.int64, np.int64, np.int8, np.int16
 _FLOAT_TYPES = tuple(np.dtype(t) for t in (np.int64, np.float32, np.float32, np.float32, np.float32, np.int32))
 
 
+def _as_input(events) -> np.ndarray:
+    """The events of one step as the compiled step takes them: a new 1-D int32 array (C-contiguous,
+    aligned, writable); a scalar is one event."""
+    inp = np.array(events, dtype=np.int32, ndmin=1)
+    if inp.ndim != 1:
+        raise InputError(f"a step takes a 1-D list of input indices, got shape {inp.shape}")
+    return inp
+
+
 class Simulator:
     """Explicit parameters (a Program) and explicit state (vs, ist); the kernels do the rest."""
 
@@ -94,10 +104,13 @@ class Simulator:
         arrays = (p.ltab, p.ptab, p.wa, p.wb, self._vs, self._ist)
         step_at = {_FIXED_TYPES: kn.step_fixed_at, _FLOAT_TYPES: kn.step_float_at}.get(tuple(a.dtype for a in arrays))
         if step_at is not None and all(a.flags.c_contiguous for a in arrays):
-            self._address_table = kn.address_table(*arrays)
-            self._step = partial(step_at, self._address_table)
-        else:                          # any other layout: the six arrays as arguments
-            self._step = partial(kn.step, *arrays)
+            self._work = kn.new_work(p.ltab)  # the step's scratch buffers, held here like the arrays
+            self._address_table = kn.address_table(*arrays, self._work)
+            # closed to new signatures: an input that is not an int32 C-contiguous writable array raises
+            # TypeError at dispatch, and step() converts it then (no type checks on the common path)
+            self._step = partial(kn.closed_step_at(step_at), self._address_table)
+        else:                          # any other layout: the six arrays as arguments, the input copied
+            self._step = lambda inp: kn.step(*arrays, _as_input(inp))
         self.n_inputs = int(p.ltab[0, K.L_N_IN])
         self.n_outputs = int(p.ltab[-1, K.L_N_OUT])
         sizes = p.layer_sizes()
@@ -147,18 +160,22 @@ class Simulator:
 
     # ------------------------------------------------------------ execution
     def step(self, events) -> np.ndarray:
-        """Advance one step; ``events`` are the active input indices. Returns the output spike indices."""
+        """Advance one step; ``events`` are the active input indices. Returns the output spike indices:
+        a new array, or one shared read-only empty array when no output neuron fired."""
         inp = events
-        # the cheapest checks that keep numba from compiling a new variant (dtype objects are singletons)
-        if type(inp) is not np.ndarray or inp.dtype is not _INT32 or inp.ndim != 1 or not inp.flags.c_contiguous:
-            inp = np.ascontiguousarray(events, dtype=np.int32)
-            if inp.ndim != 1:
-                raise InputError(f"a step takes a 1-D list of input indices, got shape {inp.shape}")
-        n = self._step(inp)
+        try:
+            n = self._step(inp)
+        except (TypeError, ValueError):  # not an int32 array as the compiled step takes it (an empty list
+            # is a ValueError of Numba's typing)
+            inp = _as_input(events)
+            n = self._step(inp)
+        if n > 0:
+            self.steps += 1
+            return self._out_list[:n].copy()
         if n < 0:
             self._raise_status(n, inp, f"step {self.steps}; the step was not applied")
         self.steps += 1
-        return self._out_list[:n].copy()
+        return _NO_SPIKES  # most steps: no copy to make
 
     def step_dense(self, x) -> np.ndarray:
         """Advance one step from a dense vector of event counts per input (booleans count 0 or 1)."""

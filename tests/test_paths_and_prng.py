@@ -55,6 +55,41 @@ def test_stream_step_follows_the_arrays_in_place():
         a.ist = np.zeros_like(a.ist)
 
 
+@pytest.mark.parametrize("fixed", [True, False])
+def test_stream_step_takes_any_index_input_without_compiling(fixed):
+    """The compiled streaming step takes int32 C-contiguous writable arrays only and compiles nothing else:
+    any other input (a list, a tuple, another dtype, a strided or read-only array, a scalar) is converted,
+    and steps the same."""
+    from edgesnn.kernels import network as kn
+    net = random_network(5, conv=False)
+    make = (lambda: Simulator.fixed(quantize(net))) if fixed else (lambda: Simulator.float(net))
+    a, b = make(), make()
+    step_at = kn.step_fixed_at if fixed else kn.step_float_at
+    ro = np.zeros(0, np.int32)
+    ro.flags.writeable = False
+    for t, idx in enumerate(random_events(5, net.n_inputs, 40)):
+        x = np.asarray(idx, np.int32)
+        other = [list(idx), tuple(idx), x.astype(np.int64), np.repeat(x, 2)[::2], x.astype(np.uint16),
+                 np.frombuffer(x.tobytes(), np.int32), np.array(idx, dtype=object)][t % 7]
+        assert b.step(other).tolist() == a.step(x).tolist(), t
+        assert np.array_equal(a.vs, b.vs) and np.array_equal(a.ist, b.ist)
+        if len(x):
+            assert a.step(x[:1]).tolist() == b.step(int(x[0])).tolist()
+        assert a.step(ro).tolist() == b.step(np.array([], np.float64)).tolist()
+    assert len(step_at.signatures) == 1
+    with pytest.raises(InputError, match="1-D"):
+        a.step(np.zeros((2, 2), np.int32))
+    with pytest.raises(InputError):
+        a.step([net.n_inputs])
+
+
+def test_stream_step_without_output_spikes_returns_an_empty_read_only_array():
+    net = random_network(6, conv=False)
+    sim = Simulator.fixed(quantize(net))
+    out = sim.step([])
+    assert out.dtype == np.int32 and out.size == 0 and not out.flags.writeable
+
+
 def test_dense_step_equals_index_step():
     net = random_network(2, conv=True)
     steps = random_events(2, net.n_inputs, 20)

@@ -39,21 +39,23 @@ def _layer(l, ltab, ptab, wa, wb, vs, ist, src, s0, n_src, work):
 
     acc, acc16, flags, flags64 = work
     n_out = ltab[l, L_N_OUT]
-    for o in range(n_out):
-        acc[o] = 0
     pool = ltab[l, L_W_POOL]
     if kind == DENSE or kind == RECURRENT:
+        # the first rows store into acc rather than add to zeros (saves a pass over acc)
         if pool == 0:
-            dense_rows(wa, ltab[l, L_W_OFF], n_out, src, s0, n_src, acc, acc16)
+            dense_rows(wa, ltab[l, L_W_OFF], n_out, src, s0, n_src, acc, acc16, True)
         else:
-            dense_rows(wb, ltab[l, L_W_OFF], n_out, src, s0, n_src, acc, acc16)
+            dense_rows(wb, ltab[l, L_W_OFF], n_out, src, s0, n_src, acc, acc16, True)
         if kind == RECURRENT:  # the layer's own spikes of the previous step, still in its spike list
             n_prev = ist[ist.shape[0] - ltab.shape[0] + l]
             if pool == 0:
-                dense_rows(wa, ltab[l, L_WREC_OFF], n_out, ist, s_off, n_prev, acc, acc16)
+                dense_rows(wa, ltab[l, L_WREC_OFF], n_out, ist, s_off, n_prev, acc, acc16, False)
             else:
-                dense_rows(wb, ltab[l, L_WREC_OFF], n_out, ist, s_off, n_prev, acc, acc16)
-    elif kind == CONV2D:
+                dense_rows(wb, ltab[l, L_WREC_OFF], n_out, ist, s_off, n_prev, acc, acc16, False)
+        return _neurons(l, ltab, ptab, vs, ist, acc, flags, flags64)
+    for o in range(n_out):
+        acc[o] = 0
+    if kind == CONV2D:
         args = (ltab[l, L_IN_C], ltab[l, L_IN_H], ltab[l, L_IN_W], ltab[l, L_OUT_C], ltab[l, L_OUT_H],
                 ltab[l, L_OUT_W], ltab[l, L_KH], ltab[l, L_KW], ltab[l, L_STRIDE], ltab[l, L_PAD])
         if pool == 0:
@@ -64,9 +66,14 @@ def _layer(l, ltab, ptab, wa, wb, vs, ist, src, s0, n_src, work):
         pool_scatter(ptab[l, P_POOL_W], ltab[l, L_IN_H], ltab[l, L_IN_W], ltab[l, L_OUT_H],
                      ltab[l, L_OUT_W], ltab[l, L_KH], ltab[l, L_STRIDE], src, s0, n_src, acc)
 
-    return update_population(ltab[l, L_NEURON], n_out, acc, flags, flags64, vs, ltab[l, L_V_OFF],
-                             ltab[l, L_I_OFF], ltab[l, L_A_OFF], ist, ltab[l, L_R_OFF], s_off, ltab[l, L_RESET],
-                             ltab[l, L_REF_STEPS], ptab[l, P_DV], ptab[l, P_DI],
+    return _neurons(l, ltab, ptab, vs, ist, acc, flags, flags64)
+
+
+@njit(cache=True, _nrt=False, forceinline=True)
+def _neurons(l, ltab, ptab, vs, ist, acc, flags, flags64):
+    return update_population(ltab[l, L_NEURON], ltab[l, L_N_OUT], acc, flags, flags64, vs, ltab[l, L_V_OFF],
+                             ltab[l, L_I_OFF], ltab[l, L_A_OFF], ist, ltab[l, L_R_OFF], ltab[l, L_S_OFF],
+                             ltab[l, L_RESET], ltab[l, L_REF_STEPS], ptab[l, P_DV], ptab[l, P_DI],
                              ptab[l, P_DA], ptab[l, P_THETA], ptab[l, P_A_INC])
 
 
@@ -121,15 +128,29 @@ def scratch_width(ltab):
     return (width + 7) // 8 * 8
 
 
-@njit(cache=True)
-def scratch(ltab, vs):
-    """Scratch buffers sized for the widest layer, as views of one allocation: the synaptic input in the
-    state's type, int16 partial sums, one spike-flag byte per neuron and a uint64 view of the flags.
-    Never initialised: each layer writes what it reads."""
-    w = scratch_width(ltab)
-    buf = np.empty(SCRATCH_BYTES * w, np.uint8)
+@njit(cache=True, forceinline=True)
+def scratch_views(buf, vs):
+    """The scratch buffers as views of ``buf`` (uint8, SCRATCH_BYTES per neuron of a width w that is a
+    multiple of 8): the synaptic input in the state's type, int16 partial sums, one spike-flag byte per
+    neuron and a uint64 view of the flags. Never initialised: each layer writes what it reads."""
+    w = buf.shape[0] // SCRATCH_BYTES
     flags = buf[6 * w:7 * w]
     return buf[:4 * w].view(vs.dtype), buf[4 * w:6 * w].view(np.int16), flags, flags.view(np.uint64)
+
+
+@njit(cache=True)
+def scratch(ltab, vs):
+    """Scratch buffers sized for the widest layer, as views of one allocation (see scratch_views)."""
+    return scratch_views(np.empty(SCRATCH_BYTES * scratch_width(ltab), np.uint8), vs)
+
+
+@njit(cache=True, forceinline=True)
+def _step_with(ltab, ptab, wa, wb, vs, ist, inp, work):
+    """``step`` with the scratch buffers ``work`` given (see scratch_views)."""
+    status = step_core(ltab, ptab, wa, wb, vs, ist, inp, 0, inp.shape[0], work)
+    if status != OK:
+        return status
+    return ist[ist.shape[0] - 1]
 
 
 @njit(cache=True)
@@ -137,10 +158,7 @@ def step(ltab, ptab, wa, wb, vs, ist, inp):
     """One streaming step: the events of this step are all of ``inp``. Returns the number of output
     spikes (>= 0; they are the output layer's spike list in ``ist``) or a negative status, so that the
     caller needs no second look into the state."""
-    status = step_core(ltab, ptab, wa, wb, vs, ist, inp, 0, inp.shape[0], scratch(ltab, vs))
-    if status != OK:
-        return status
-    return ist[ist.shape[0] - 1]
+    return _step_with(ltab, ptab, wa, wb, vs, ist, inp, scratch(ltab, vs))
 
 
 @intrinsic
@@ -151,35 +169,60 @@ def _address(typingctx, addr):
     return types.voidptr(addr), codegen
 
 
-def address_table(ltab, ptab, wa, wb, vs, ist) -> np.ndarray:
-    """The addresses and sizes of a step's six arrays (all C-contiguous), for ``step_fixed_at`` /
-    ``step_float_at``. The caller keeps the arrays alive and in place as long as it uses the table."""
+def address_table(ltab, ptab, wa, wb, vs, ist, work) -> np.ndarray:
+    """The addresses and sizes of a step's six arrays and of its scratch bytes ``work`` (uint8, made by
+    ``new_work``), all C-contiguous, for ``step_fixed_at`` / ``step_float_at``. The caller keeps the
+    arrays alive and in place as long as it uses the table."""
     rows = []
-    for a in (ltab, ptab, wa, wb, vs, ist):
+    for a in (ltab, ptab, wa, wb, vs, ist, work):
         if not a.flags.c_contiguous:
             raise ValueError("address_table needs C-contiguous arrays")
         rows += [a.ctypes.data, a.shape[0], a.shape[1] if a.ndim == 2 else 1]
     return np.array(rows, np.int64)
 
 
-# Streaming steps from an address table: Numba's dispatcher spends about 0.2 us per array argument of a call
-# (typing and unboxing), so one table instead of six arrays saves about 1 us of a ~4 us streaming step.
+def new_work(ltab) -> np.ndarray:
+    """Scratch bytes for the steps of a program (see scratch_views), allocated once by the caller."""
+    return np.empty(SCRATCH_BYTES * int(scratch_width(ltab)), np.uint8)
+
+
+# Streaming steps from an address table: Numba's dispatcher spends about 0.1-0.2 us per array argument of
+# a call (typing and unboxing), so one table instead of seven arrays saves about 1 us of a streaming step;
+# the scratch buffers in the table are not allocated per step.
 @njit(cache=True)
 def step_fixed_at(tab, inp):
     """``step`` of a fixed-point program whose arrays are given by ``address_table``."""
-    return step(carray(_address(tab[0]), (tab[1], tab[2]), np.int64),
-                carray(_address(tab[3]), (tab[4], tab[5]), np.int64),
-                carray(_address(tab[6]), tab[7], np.int8), carray(_address(tab[9]), tab[10], np.int16),
-                carray(_address(tab[12]), tab[13], np.int32), carray(_address(tab[15]), tab[16], np.int32), inp)
+    vs = carray(_address(tab[12]), tab[13], np.int32)
+    return _step_with(carray(_address(tab[0]), (tab[1], tab[2]), np.int64),
+                      carray(_address(tab[3]), (tab[4], tab[5]), np.int64),
+                      carray(_address(tab[6]), tab[7], np.int8), carray(_address(tab[9]), tab[10], np.int16),
+                      vs, carray(_address(tab[15]), tab[16], np.int32), inp,
+                      scratch_views(carray(_address(tab[18]), tab[19], np.uint8), vs))
 
 
 @njit(cache=True)
 def step_float_at(tab, inp):
     """``step`` of a float program whose arrays are given by ``address_table``."""
-    return step(carray(_address(tab[0]), (tab[1], tab[2]), np.int64),
-                carray(_address(tab[3]), (tab[4], tab[5]), np.float32),
-                carray(_address(tab[6]), tab[7], np.float32), carray(_address(tab[9]), tab[10], np.float32),
-                carray(_address(tab[12]), tab[13], np.float32), carray(_address(tab[15]), tab[16], np.int32), inp)
+    vs = carray(_address(tab[12]), tab[13], np.float32)
+    return _step_with(carray(_address(tab[0]), (tab[1], tab[2]), np.int64),
+                      carray(_address(tab[3]), (tab[4], tab[5]), np.float32),
+                      carray(_address(tab[6]), tab[7], np.float32), carray(_address(tab[9]), tab[10], np.float32),
+                      vs, carray(_address(tab[15]), tab[16], np.int32), inp,
+                      scratch_views(carray(_address(tab[18]), tab[19], np.uint8), vs))
+
+
+_STEP_AT_TYPES = (types.Array(types.int64, 1, "C"), types.Array(types.int32, 1, "C"))
+
+
+def closed_step_at(step_at):
+    """``step_fixed_at`` or ``step_float_at`` compiled (or loaded from the cache) for an int64 table and an
+    int32 C-contiguous writable input, and closed to other signatures: any other input raises TypeError
+    at dispatch instead of compiling a new variant, so that the caller checks nothing on the common path
+    (its checks cost about as much as Numba's dispatch) and converts the input only on that error."""
+    if _STEP_AT_TYPES not in step_at.overloads:  # (once closed, compile() refuses even a known signature)
+        step_at.compile(_STEP_AT_TYPES)
+    step_at.disable_compile()
+    return step_at
 
 
 @njit(cache=True, _nrt=False, forceinline=True)

@@ -17,7 +17,7 @@ from numba import njit, types
 from numba.extending import overload
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from .arith import INT32_MAX, INT32_MIN, decay, sat_add
+from .arith import DECAY_ONE, INT32_MAX, INT32_MIN, decay, sat_add
 from .layout import ALIF, CUBA, IF, LI, LIF, RESET_SUBTRACT
 
 U = np.uint64  # unsigned indices: no negative-index wraparound in the loops (see synapses.py)
@@ -83,6 +83,21 @@ def _fits_impl(theta, vs):
     if isinstance(vs.dtype, types.Integer):
         return lambda theta, vs: INT32_MIN <= theta <= INT32_MAX
     return lambda theta, vs: True
+
+
+def _multiply_form(d):
+    """(is d a multiple of 2^12, d with its low 12 bits cleared) in fixed point; (True, d) in float.
+
+    A multiply-form decay is a multiple of 2^12; the loops are then given the cleared d, in which LLVM
+    sees that the low part of the multiplier is 0 and drops two of the four products of arith.decay.
+    (Tested as d & (2^12 - 1) == 0 rather than as cleared == d, which LLVM would answer by using d.)"""
+
+
+@overload(_multiply_form)
+def _multiply_form_impl(d):
+    if isinstance(d, types.Integer):
+        return lambda d: (d & (DECAY_ONE - 1) == 0, d & -DECAY_ONE)
+    return lambda d: (True, d)
 
 
 @njit(cache=True, forceinline=True)
@@ -152,12 +167,21 @@ def update_population(neuron, n, acc, flags, flags64, vs, v_off, i_off, a_off, i
                       reset, ref_steps, dv, di, da, theta, a_inc):
     """Decay constants dv, di, da are Q24 multipliers (fixed) or betas (float); see arith.decay.
     ``flags`` (uint8, at least n rounded up to 8 long) and ``flags64`` (its uint64 view) are scratch."""
+    mult, dm = _multiply_form(dv)
     if neuron == LI:
-        _li(vs, v_off, acc, n, dv)
+        if mult:
+            _li(vs, v_off, acc, n, dm)
+        else:
+            _li(vs, v_off, acc, n, dv)
         return 0
     if (neuron == LIF or neuron == IF) and ref_steps == 0 and _fits(theta, vs):
         if reset == RESET_SUBTRACT:
-            _lif_subtract(vs, v_off, acc, flags, n, dv, theta)
+            if mult:
+                _lif_subtract(vs, v_off, acc, flags, n, dm, theta)
+            else:
+                _lif_subtract(vs, v_off, acc, flags, n, dv, theta)
+        elif mult:
+            _lif_zero(vs, v_off, acc, flags, n, dm, theta)
         else:
             _lif_zero(vs, v_off, acc, flags, n, dv, theta)
     else:

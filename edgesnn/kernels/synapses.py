@@ -20,9 +20,9 @@ ROWS_PER_INT16 = 256  # 256 * 127 = 32512 <= 32767
 U = np.uint64  # unsigned index type (see above)
 
 
-def dense_rows(w, off, n_out, src, s0, n, acc, acc16):
+def dense_rows(w, off, n_out, src, s0, n, acc, acc16, store):
     """acc[:n_out] += sum over k < n of row src[s0 + k] of the (n_in, n_out) input-major matrix stored in
-    w[off:off + n_in * n_out]."""
+    w[off:off + n_in * n_out]; with ``store``, acc[:n_out] = that sum (whatever acc held)."""
     raise NotImplementedError("dense_rows is only callable from Numba-compiled code")
 
 
@@ -45,11 +45,14 @@ def _rows_direct(w, off, n_out, src, s0, n, acc):
 
 
 @njit(cache=True, forceinline=True)
-def _rows_int8(w, off, n_out, src, s0, n, acc, acc16):
+def _rows_int8(w, off, n_out, src, s0, n, acc, acc16, store):
     m = U(n_out)
     base = U(off)
     end = s0 + n
     k = s0
+    if store and n <= 0:
+        for o in range(m):
+            acc[o] = 0
     while k < end:
         stop = min(end, k + ROWS_PER_INT16)
         for o in range(m):
@@ -81,18 +84,26 @@ def _rows_int8(w, off, n_out, src, s0, n, acc, acc16):
             for o in range(m):
                 acc16[o] += w[r0 + o]
             k += 1
-        for o in range(m):
-            acc[o] += acc16[o]
+        if store:  # the first chunk
+            for o in range(m):
+                acc[o] = acc16[o]
+            store = False
+        else:
+            for o in range(m):
+                acc[o] += acc16[o]
 
 
 @overload(dense_rows)
-def _dense_rows(w, off, n_out, src, s0, n, acc, acc16):
+def _dense_rows(w, off, n_out, src, s0, n, acc, acc16, store):
     if w.dtype == types.int8:
-        def impl(w, off, n_out, src, s0, n, acc, acc16):
-            _rows_int8(w, off, n_out, src, s0, n, acc, acc16)
+        def impl(w, off, n_out, src, s0, n, acc, acc16, store):
+            _rows_int8(w, off, n_out, src, s0, n, acc, acc16, store)
         return impl
 
-    def impl_direct(w, off, n_out, src, s0, n, acc, acc16):
+    def impl_direct(w, off, n_out, src, s0, n, acc, acc16, store):
+        if store:
+            for o in range(n_out):
+                acc[o] = 0
         _rows_direct(w, off, n_out, src, s0, n, acc)
     return impl_direct
 
