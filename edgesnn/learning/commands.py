@@ -29,8 +29,8 @@ READER_DEFAULTS = {
 DEFAULTS = {
     "nmnist": {"epochs": 10, "hidden": 1024, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -4,
                "hidden_gain": 2 ** -9, "anneal": 2, "hidden_epochs": 3, "conv": 16, "center": 6},
-    "fsdd": {"epochs": 12, "hidden": 1024, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -2,
-             "hidden_gain": 2 ** -10, "anneal": 4, "hidden_epochs": 2, "center": 6, "trial": 3,
+    "fsdd": {"epochs": 12, "hidden": 2048, "in_gain": 0.7, "readout_tau_steps": None, "teach_from": 0.0,
+             "gain": 2 ** -2, "hidden_gain": 2 ** -10, "anneal": 4, "hidden_epochs": 2, "center": 6, "trial": 3,
              "readout_init": 0.0, "readout_shift": 15},
     "dvsgesture": {"epochs": 10, "hidden": 256, "readout_tau_steps": None, "teach_from": 0.0, "gain": 2 ** -5,
                    "hidden_gain": 2 ** -8, "anneal": 3, "hidden_epochs": 3},
@@ -78,7 +78,8 @@ def cmd_train(args):
     epochs = args.epochs if args.epochs is not None else d["epochs"]
     hidden = args.hidden if args.hidden is not None else d["hidden"]
     net = T.default_network(tr, args.rule, hidden=hidden, seed=args.seed, readout_tau_steps=d["readout_tau_steps"],
-                            conv=d.get("conv", 0), readout_init=d.get("readout_init", 0.01))
+                            conv=d.get("conv", 0), readout_init=d.get("readout_init", 0.01),
+                            in_gain=d.get("in_gain", 1.0))
     model = T.initial_model(net, readout_shift=d.get("readout_shift"))
     eta = None if args.eta_shift is None else int(args.eta_shift)
     res = T.train(model, tr, args.rule, epochs=epochs, mode=args.mode, val=None, seed=args.seed,

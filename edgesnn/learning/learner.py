@@ -524,6 +524,8 @@ class Learner:
         """dw_ij = 2^-k * err_i * ec_j once per trial: err from the trial's mean readout membrane (the
         per-step error's formula), ec the centred mean trace (rules.trial_means_fixed)."""
         k = self.eta_shift[L.index]
+        if not 0 <= k <= R.K_MAX:
+            raise ModelError(f"eta shift of layer {L.index} must be 0..31, got {k}")
         if self.fixed:
             ec = np.zeros(L.n_in, np.int32)
             vbar = np.zeros(L.n_out, np.int64)
