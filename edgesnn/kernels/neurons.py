@@ -91,6 +91,7 @@ def _multiply_form(d):
     A multiply-form decay is a multiple of 2^12; the loops are then given the cleared d, in which LLVM
     sees that the low part of the multiplier is 0 and drops two of the four products of arith.decay.
     (Tested as d & (2^12 - 1) == 0 rather than as cleared == d, which LLVM would answer by using d.)"""
+    raise NotImplementedError("_multiply_form is only callable from Numba-compiled code")
 
 
 @overload(_multiply_form)
