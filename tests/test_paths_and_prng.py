@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from edgesnn.errors import InputError
+from edgesnn.kernels import layout as K
+from edgesnn.kernels import network as kn
 from edgesnn.kernels.prng import PyPrng, next_u32, seed_state
 from edgesnn.model.quantize import quantize
 from edgesnn.simulator import Events, Simulator
@@ -132,6 +134,70 @@ def test_bad_input_is_refused_without_touching_state():
         sim.step(np.zeros(70000, np.int32))
     with pytest.raises(InputError, match="same number of steps"):
         sim.run_batch([Events.from_lists([[0]]), Events.from_lists([[0], [1]])])
+
+
+def _kernel_run(sim, idx, ptr):
+    """kn.run_steps on raw (ev_idx, ev_ptr): (status, steps done, whole state per step)."""
+    p = sim.program
+    rec = np.zeros((len(ptr) - 1, p.n_vs), sim.vs.dtype)
+    out = np.zeros((0, sim.n_outputs), np.int8)
+    status, done = kn.run_steps(p.ltab, p.ptab, p.wa, p.wb, sim.vs, sim.ist, np.asarray(idx, np.int32),
+                                np.asarray(ptr, np.int64), out, np.zeros((0, sim.n_outputs), sim.vs.dtype),
+                                np.zeros((0, 1), np.int8), rec)
+    return status, done, rec
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_many_steps_check_the_input_like_single_steps(fixed):
+    """The many-steps and batched paths check a whole run's events at once (kn.valid_steps), not each step
+    apart; what they refuse, where they stop and what they leave must stay what streaming step by step
+    gives: the steps before the first refused one applied, that one and the rest not. Also for steps
+    that do not follow each other in the event array (overlapping, out of order, negative counts, events
+    that no step uses), which the one-pass check does not cover."""
+    net = random_network(6, conv=False)
+    make = (lambda: Simulator.fixed(quantize(net))) if fixed else (lambda: Simulator.float(net))
+    n_in = net.n_inputs
+    steps = random_events(6, n_in, 12)
+    limit = int(kn.max_events(make().program.ltab))
+    bad_steps = {"index too high": [0, n_in], "index negative": [-1, 2], "too many events": [0] * (limit + 1)}
+    for why, bad in bad_steps.items():
+        for t_bad in (0, 5, 11):
+            run = steps[:t_bad] + [bad] + steps[t_bad + 1:]
+            ev = Events.from_lists(run)
+            sim = make()
+            status, done, rec = _kernel_run(sim, ev.idx, ev.ptr)
+            want = K.ERR_INPUT_COUNT if why == "too many events" else K.ERR_INPUT_INDEX
+            assert (status, done) == (want, t_bad), why
+            ref = make()
+            for t in range(t_bad):
+                ref.step(steps[t])
+                assert np.array_equal(rec[t], ref.vs), (why, t)
+            assert np.array_equal(sim.vs, ref.vs) and np.array_equal(sim.ist, ref.ist), why
+            samples = [Events.from_lists(steps), ev, Events.from_lists(steps[::-1])]
+            with pytest.raises(InputError, match="sample 1 of the batch"):
+                make().run_batch(samples)
+
+    # steps as slices of one event array that do not follow each other; bad events at its end
+    idx = np.concatenate([np.asarray(s, np.int64) for s in steps] + [np.array([n_in + 3, -4])]).astype(np.int32)
+    starts = np.cumsum([0] + [len(s) for s in steps])
+    # step t runs idx[ptr[t]:ptr[t + 1]]: a negative count (an empty step, as it is for a single step),
+    # the events of steps 2-6, an empty step, a negative count, then those of steps 1-2 (earlier in the
+    # array and overlapping the second step)
+    ptr = np.array([starts[4], starts[2], starts[7], starts[7], starts[1], starts[3]], np.int64)
+    assert starts[1] < starts[2] < starts[4] < starts[7]
+    sim = make()
+    status, done, rec = _kernel_run(sim, idx, ptr)
+    ref = make()
+    for t in range(len(ptr) - 1):
+        ref.step(idx[ptr[t]:max(ptr[t], ptr[t + 1])])
+        assert np.array_equal(rec[t], ref.vs), t
+    assert (status, done) == (K.OK, len(ptr) - 1)
+    # the unused bad events after the last step are never looked at; a step that reaches them is refused
+    for ptr_bad, t_bad in (([0, starts[1], len(idx)], 1),
+                           ([starts[1], starts[2], len(idx) - 2, len(idx), starts[1], starts[2]], 2)):
+        sim = make()
+        status, done, _ = _kernel_run(sim, idx, ptr_bad)
+        assert (status, done) == (K.ERR_INPUT_INDEX, t_bad), ptr_bad
 
 
 def test_events_roundtrip_and_validation():

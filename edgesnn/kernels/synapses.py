@@ -2,7 +2,8 @@
 
 Input spikes arrive as a list of indices ``src[s0:s0 + n]``. Sums are exact: int8 rows are first summed in
 int16 (at most ROWS_PER_INT16 rows at a time, so an int16 can never overflow since |w| <= 127) and then
-added into the int32 accumulator; int16 (plastic) rows add straight into int32. The layer fan-in bound
+added into the int32 accumulator; int16 (plastic) rows, and int8 rows of fewer than NARROW outputs (too
+short for the passes below to pay), add straight into int32. The layer fan-in bound
 checked when a program is built keeps every int32 sum in range (docs/numerics.md). Float rows are added
 in pairs, (w0 + w1) then into acc, an order the float twin's results depend on.
 
@@ -17,6 +18,7 @@ from numba import njit, types
 from numba.extending import overload
 
 ROWS_PER_INT16 = 256  # 256 * 127 = 32512 <= 32767
+NARROW = 16
 U = np.uint64  # unsigned index type (see above)
 
 
@@ -93,11 +95,27 @@ def _rows_int8(w, off, n_out, src, s0, n, acc, acc16, store):
                 acc[o] += acc16[o]
 
 
+@njit(cache=True, forceinline=True)
+def _rows_narrow(w, off, n_out, src, s0, n, acc):
+    m = U(n_out)
+    base = U(off)
+    for k in range(s0, s0 + n):
+        r0 = base + U(src[k]) * m
+        for o in range(m):
+            acc[o] += w[r0 + o]
+
+
 @overload(dense_rows)
 def _dense_rows(w, off, n_out, src, s0, n, acc, acc16, store):
     if w.dtype == types.int8:
         def impl(w, off, n_out, src, s0, n, acc, acc16, store):
-            _rows_int8(w, off, n_out, src, s0, n, acc, acc16, store)
+            if n_out >= NARROW:
+                _rows_int8(w, off, n_out, src, s0, n, acc, acc16, store)
+                return
+            if store:
+                for o in range(n_out):
+                    acc[o] = 0
+            _rows_narrow(w, off, n_out, src, s0, n, acc)
         return impl
 
     def impl_direct(w, off, n_out, src, s0, n, acc, acc16, store):
