@@ -78,16 +78,22 @@ def _neurons(l, ltab, ptab, vs, ist, acc, flags, flags64):
 
 
 @njit(cache=True, _nrt=False, forceinline=True)
+def _indices_ok(ltab, inp, i0, n):
+    """True when every event inp[i0:i0 + n] is an input index of the network."""
+    n_in0 = ltab[0, L_N_IN]
+    bad = False
+    for k in range(i0, i0 + n):  # no early exit: SIMD
+        bad |= (inp[k] < 0) | (inp[k] >= n_in0)
+    return not bad
+
+
+@njit(cache=True, _nrt=False, forceinline=True)
 def check_input(ltab, inp, i0, n_inp):
     """The status step_core gives one step of input events inp[i0:i0 + n_inp] before it changes any
     state: OK, or why they are refused."""
     if n_inp > max_events(ltab):
         return ERR_INPUT_COUNT
-    n_in0 = ltab[0, L_N_IN]
-    bad = False
-    for k in range(i0, i0 + n_inp):  # no early exit: SIMD
-        bad |= (inp[k] < 0) | (inp[k] >= n_in0)
-    return ERR_INPUT_INDEX if bad else OK
+    return OK if _indices_ok(ltab, inp, i0, n_inp) else ERR_INPUT_INDEX
 
 
 @njit(cache=True, _nrt=False, forceinline=True)
@@ -97,11 +103,11 @@ def valid_steps(ltab, ev_idx, ev_ptr):
     one short loop per step, which cost about a twentieth of a step of the W1 benchmark network."""
     n_steps = ev_ptr.shape[0] - 1
     limit = max_events(ltab)
-    ordered = True
+    counts_ok = True  # every count within the limit and none negative, so the steps cover one range
     for t in range(n_steps):
         c = ev_ptr[t + 1] - ev_ptr[t]
-        ordered &= (c >= 0) & (c <= limit)
-    if ordered and n_steps > 0 and check_input(ltab, ev_idx, ev_ptr[0], ev_ptr[n_steps] - ev_ptr[0]) == OK:
+        counts_ok &= (c >= 0) & (c <= limit)
+    if counts_ok and n_steps > 0 and _indices_ok(ltab, ev_idx, ev_ptr[0], ev_ptr[n_steps] - ev_ptr[0]):
         return n_steps
     for t in range(n_steps):  # some step is refused, or the steps are not in order: find the first
         if check_input(ltab, ev_idx, ev_ptr[t], ev_ptr[t + 1] - ev_ptr[t]) != OK:
