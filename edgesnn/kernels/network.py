@@ -224,26 +224,28 @@ def new_work(ltab) -> np.ndarray:
 # Streaming steps from an address table: Numba's dispatcher spends about 0.1-0.2 us per array argument of
 # a call (typing and unboxing), so one table instead of seven arrays saves about 1 us of a streaming step;
 # the scratch buffers in the table are not allocated per step.
+@njit(cache=True, forceinline=True)
+def _step_at(tab, inp, state_t, param_t, wa_t, wb_t):
+    """``step`` of a program whose arrays are given by ``address_table``; the types are those of the
+    state, the parameter table and the two weight pools (compile-time constants of the callers below)."""
+    vs = carray(_address(tab[12]), tab[13], state_t)
+    return _step_with(carray(_address(tab[0]), (tab[1], tab[2]), np.int64),
+                      carray(_address(tab[3]), (tab[4], tab[5]), param_t),
+                      carray(_address(tab[6]), tab[7], wa_t), carray(_address(tab[9]), tab[10], wb_t),
+                      vs, carray(_address(tab[15]), tab[16], np.int32), inp,
+                      scratch_views(carray(_address(tab[18]), tab[19], np.uint8), vs))
+
+
 @njit(cache=True)
 def step_fixed_at(tab, inp):
     """``step`` of a fixed-point program whose arrays are given by ``address_table``."""
-    vs = carray(_address(tab[12]), tab[13], np.int32)
-    return _step_with(carray(_address(tab[0]), (tab[1], tab[2]), np.int64),
-                      carray(_address(tab[3]), (tab[4], tab[5]), np.int64),
-                      carray(_address(tab[6]), tab[7], np.int8), carray(_address(tab[9]), tab[10], np.int16),
-                      vs, carray(_address(tab[15]), tab[16], np.int32), inp,
-                      scratch_views(carray(_address(tab[18]), tab[19], np.uint8), vs))
+    return _step_at(tab, inp, np.int32, np.int64, np.int8, np.int16)
 
 
 @njit(cache=True)
 def step_float_at(tab, inp):
     """``step`` of a float program whose arrays are given by ``address_table``."""
-    vs = carray(_address(tab[12]), tab[13], np.float32)
-    return _step_with(carray(_address(tab[0]), (tab[1], tab[2]), np.int64),
-                      carray(_address(tab[3]), (tab[4], tab[5]), np.float32),
-                      carray(_address(tab[6]), tab[7], np.float32), carray(_address(tab[9]), tab[10], np.float32),
-                      vs, carray(_address(tab[15]), tab[16], np.int32), inp,
-                      scratch_views(carray(_address(tab[18]), tab[19], np.uint8), vs))
+    return _step_at(tab, inp, np.float32, np.float32, np.float32, np.float32)
 
 
 _STEP_AT_TYPES = (types.Array(types.int64, 1, "C"), types.Array(types.int32, 1, "C"))
